@@ -1,2 +1,52 @@
-//! Project tasks.
-fn main() {}
+//! `cargo xtask`: ws-hub's project tasks, `ci` and `tidy`, run with the workspace root as working directory.
+
+mod ci;
+mod source;
+mod tidy;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci     run every check CI runs (fmt, clippy, test, doc, tidy), in order, stopping at the first failure
+  tidy   check the source rules: `//!` file docs, IO-free ws-core and ws-protocol, no ignored or panicking tests";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["ci"] => ci::run(&root),
+        ["tidy"] => tidy::run_and_report(&root),
+        ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The cargo that runs this task (`$CARGO`, set by `cargo run` and `cargo test`), so nested commands use the same
+/// toolchain; plain `cargo` otherwise.
+pub(crate) fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}

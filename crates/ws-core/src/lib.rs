@@ -1,1 +1,57 @@
-//! The hub.
+//! The ws-hub core: a transport-agnostic hub of connections and channels.
+//!
+//! The core does no IO, never awaits and never reads a clock: a transport
+//! implements [`Conn`] for each connection, registers it with the [`Hub`], and
+//! feeds the client's text frames to [`Hub::handle_text`]. The hub answers on
+//! the connection, fans publications out to subscribers (encoding each once),
+//! and applies namespace policy, authorization and backpressure.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ws_core::{Hub, Identity};
+//! use ws_core::test_util::{ManualClock, RecordingConn};
+//! use ws_protocol::ServerMessage;
+//!
+//! let hub = Hub::builder(ManualClock::new(0)).build();
+//! let alice = RecordingConn::new(hub.next_conn_id());
+//! hub.register(alice.clone(), Identity::user("alice"), None).unwrap();
+//!
+//! hub.handle_text(alice.id(), br#"{"type":"subscribe","id":1,"channel":"news"}"#);
+//! hub.handle_text(alice.id(), br#"{"type":"publish","channel":"news","data":"hello"}"#);
+//!
+//! let got = alice.messages();
+//! assert!(matches!(&got[0], ServerMessage::Subscribed { offset: 0, .. }));
+//! let ServerMessage::Message(p) = &got[1] else { panic!("expected a message") };
+//! assert_eq!((p.offset, p.data.as_str()), (1, "\"hello\""));
+//! # use ws_core::Conn;
+//! ```
+
+mod broker;
+mod channel;
+mod clock;
+mod commands;
+mod conn;
+mod handler;
+mod history;
+mod hooks;
+mod hub;
+mod namespace;
+mod policy;
+mod shards;
+mod stats;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+
+pub use broker::{Broker, LocalBroker};
+pub use clock::Clock;
+pub use conn::{Conn, ConnId, SendError};
+pub use handler::{CustomCommand, Handler, HandlerError};
+pub use hooks::{DisconnectReason, Hooks, NoHooks};
+pub use hub::{CommandError, ConnInfo, HistoryPage, Hub, HubBuilder, HubConfig, RegisterError, Subscribed};
+pub use namespace::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
+pub use policy::{
+    Action, AllowAnonymous, AuthError, AuthRequest, Authenticator, ChannelAuthorizer, Denial, Identity,
+    NamespaceAuthorizer,
+};
+pub use stats::{DropReason, StatsSnapshot};
+pub use ws_protocol;

@@ -1,0 +1,164 @@
+//! `Channel`: one channel's subscribers, offsets, epoch and history, behind its own lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ws_protocol::{ChannelName, ClientInfo};
+
+use crate::conn::{Conn, ConnId};
+use crate::history::History;
+use crate::namespace::NamespaceConfig;
+
+/// One subscriber as fan-out sees it: the handle to send to, and who it is for presence.
+pub(crate) struct Subscriber {
+    pub(crate) id: ConnId,
+    pub(crate) conn: Arc<dyn Conn>,
+    pub(crate) user_id: Option<Arc<str>>,
+}
+
+impl Subscriber {
+    pub(crate) fn client_info(&self) -> ClientInfo {
+        ClientInfo { conn_id: self.id.to_string(), user_id: self.user_id.as_deref().map(str::to_owned) }
+    }
+}
+
+/// Below this many subscribers a linear scan finds one faster than a hash
+/// map, and a channel with one subscriber carries no map at all.
+const INDEX_THRESHOLD: usize = 16;
+
+/// A channel's subscribers: a dense list for fan-out, plus an id index once the
+/// list is long, so add and remove stay O(1).
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    list: Vec<Subscriber>,
+    index: Option<HashMap<ConnId, usize>>,
+}
+
+impl Subscribers {
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Subscriber> {
+        self.list.iter()
+    }
+
+    fn position(&self, id: ConnId) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&id).copied(),
+            None => self.list.iter().position(|s| s.id == id),
+        }
+    }
+
+    pub(crate) fn contains(&self, id: ConnId) -> bool {
+        self.position(id).is_some()
+    }
+
+    /// Adds a subscriber; returns false when it was already there.
+    pub(crate) fn insert(&mut self, sub: Subscriber) -> bool {
+        if self.contains(sub.id) {
+            return false;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(sub.id, self.list.len());
+        } else if self.list.len() >= INDEX_THRESHOLD {
+            let mut index: HashMap<ConnId, usize> = self.list.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+            index.insert(sub.id, self.list.len());
+            self.index = Some(index);
+        }
+        self.list.push(sub);
+        true
+    }
+
+    /// Removes a subscriber; returns false when it was not there.
+    pub(crate) fn remove(&mut self, id: ConnId) -> bool {
+        let Some(pos) = self.position(id) else { return false };
+        self.list.swap_remove(pos);
+        if let Some(index) = &mut self.index {
+            index.remove(&id);
+            if let Some(moved) = self.list.get(pos) {
+                index.insert(moved.id, pos);
+            }
+            if self.list.len() < INDEX_THRESHOLD / 2 {
+                self.index = None;
+            }
+        }
+        true
+    }
+}
+
+/// The mutable state of a channel, all under one lock so that offsets are
+/// assigned and delivered in the same order to everyone.
+pub(crate) struct ChannelState {
+    pub(crate) subscribers: Subscribers,
+    pub(crate) offset: u64,
+    pub(crate) epoch: Arc<str>,
+    pub(crate) history: History,
+    /// Set when the channel is taken out of the registry; a caller that still
+    /// holds the `Arc` must look the channel up again.
+    pub(crate) removed: bool,
+}
+
+pub(crate) struct Channel {
+    pub(crate) name: ChannelName,
+    pub(crate) policy: Arc<NamespaceConfig>,
+    pub(crate) state: Mutex<ChannelState>,
+}
+
+impl Channel {
+    pub(crate) fn new(name: ChannelName, policy: Arc<NamespaceConfig>, epoch: Arc<str>) -> Self {
+        Self {
+            name,
+            policy,
+            state: Mutex::new(ChannelState {
+                subscribers: Subscribers::default(),
+                offset: 0,
+                epoch,
+                history: History::default(),
+                removed: false,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::RecordingConn;
+
+    fn sub(id: u64) -> Subscriber {
+        let conn = RecordingConn::new(ConnId::new(id));
+        Subscriber { id: ConnId::new(id), conn, user_id: None }
+    }
+
+    #[test]
+    fn insert_remove_keep_list_and_index_in_step() {
+        let mut subs = Subscribers::default();
+        for i in 0..100 {
+            assert!(subs.insert(sub(i)));
+        }
+        assert!(!subs.insert(sub(5)), "second insert of the same id");
+        assert!(subs.index.is_some());
+        for i in (0..100).step_by(3) {
+            assert!(subs.remove(ConnId::new(i)));
+            assert!(!subs.remove(ConnId::new(i)));
+        }
+        for i in 0..100 {
+            assert_eq!(subs.contains(ConnId::new(i)), i % 3 != 0, "{i}");
+        }
+        let index = subs.index.as_ref().unwrap();
+        for (pos, s) in subs.list.iter().enumerate() {
+            assert_eq!(index[&s.id], pos);
+        }
+        for i in 0..100 {
+            subs.remove(ConnId::new(i));
+        }
+        assert!(subs.is_empty());
+        assert!(subs.index.is_none(), "the index is dropped when the list shrinks");
+    }
+}

@@ -1,0 +1,142 @@
+//! Command handling: one entry point that takes a client's text frame and does what PROTOCOL.md says.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use ws_protocol::{ClientFrame, Command, CommandId, ErrorCode, ServerMessage};
+
+use crate::conn::ConnId;
+use crate::handler::CustomCommand;
+use crate::hub::{CommandError, ConnEntry, Hub};
+use crate::policy::Action;
+
+/// The most messages a `history` reply carries when the client gives no `limit`.
+const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+impl Hub {
+    /// Handles one text frame from a connection: decodes the command, checks
+    /// policy, acts, and queues the reply or `error` on the connection.
+    ///
+    /// A bad command gets an `error` reply; it never closes the connection and
+    /// never affects other connections. Frames from unregistered connections are ignored.
+    pub fn handle_text(&self, id: ConnId, frame: &[u8]) {
+        self.inner.stats.messages_in.fetch_add(1, Relaxed);
+        let Some(entry) = self.entry(id) else { return };
+        match ClientFrame::decode(frame) {
+            Ok(ClientFrame { id: cmd_id, command }) => {
+                if let Err(e) = self.dispatch(&entry, cmd_id.as_ref(), command, frame) {
+                    self.reply_error(&entry, cmd_id, e.code, e.message);
+                }
+            }
+            Err(failure) => self.reply_error(&entry, failure.id, failure.error.code(), failure.error.to_string()),
+        }
+    }
+
+    /// Answers a binary frame on the hub endpoint with `unsupported_frame`; the connection stays open.
+    pub fn handle_binary(&self, id: ConnId) {
+        self.inner.stats.messages_in.fetch_add(1, Relaxed);
+        if let Some(entry) = self.entry(id) {
+            self.reply_error(
+                &entry,
+                None,
+                ErrorCode::UnsupportedFrame,
+                "binary frames are not supported on this endpoint",
+            );
+        }
+    }
+
+    /// Queues an `error` frame on a connection.
+    pub fn send_error(&self, id: ConnId, cmd_id: Option<CommandId>, code: ErrorCode, message: &str) {
+        if let Some(entry) = self.entry(id) {
+            self.reply_error(&entry, cmd_id, code, message);
+        }
+    }
+
+    fn reply_error(&self, entry: &ConnEntry, id: Option<CommandId>, code: ErrorCode, message: impl Into<String>) {
+        self.reply(entry, &ServerMessage::Error { id, code, message: message.into() });
+    }
+
+    fn reply(&self, entry: &ConnEntry, msg: &ServerMessage) {
+        let policy = self.inner.config.namespaces.default_policy().slow_consumer;
+        let _ = self.deliver_one(&entry.conn, msg.encode(), policy);
+    }
+
+    fn dispatch(
+        &self,
+        entry: &Arc<ConnEntry>,
+        id: Option<&CommandId>,
+        command: Command,
+        frame: &[u8],
+    ) -> Result<(), CommandError> {
+        let id_owned = || id.cloned();
+        match command {
+            Command::Subscribe { channel, recover } => {
+                self.authorize(entry, &channel, Action::Subscribe)?;
+                self.join_channel(entry, &channel, recover.as_ref(), Some(id_owned()))?;
+            }
+            Command::Unsubscribe { channel } => {
+                if entry.channels.lock().remove(&channel) {
+                    self.leave_channel(entry, &channel);
+                }
+                self.reply(entry, &ServerMessage::Unsubscribed { id: id_owned(), channel });
+            }
+            Command::Publish { channel, data } => {
+                let policy = self.authorize(entry, &channel, Action::Publish)?;
+                if data.len() > policy.max_payload {
+                    return Err(CommandError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("data is {} bytes; this channel allows {}", data.len(), policy.max_payload),
+                    ));
+                }
+                let offset = self.publish(&channel, data);
+                if id.is_some() {
+                    self.reply(entry, &ServerMessage::Published { id: id_owned(), channel, offset });
+                }
+            }
+            Command::Ping => self.reply(entry, &ServerMessage::Pong { id: id_owned() }),
+            Command::Presence { channel } => {
+                self.authorize(entry, &channel, Action::Presence)?;
+                let clients = self.presence(&channel);
+                self.reply(entry, &ServerMessage::Presence { id: id_owned(), channel, clients });
+            }
+            Command::History { channel, limit, since } => {
+                let policy = self.authorize(entry, &channel, Action::History)?;
+                let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| l as usize).min(policy.history_size);
+                let page = self.history(&channel, limit, since.as_ref());
+                self.reply(
+                    entry,
+                    &ServerMessage::History {
+                        id: id_owned(),
+                        channel,
+                        epoch: page.epoch,
+                        offset: page.offset,
+                        messages: page.publications,
+                    },
+                );
+            }
+            Command::Echo { data } => self.reply(entry, &ServerMessage::Echo { id: id_owned(), data }),
+            Command::Status => {
+                let mut channels: Vec<_> = entry.channels.lock().iter().cloned().collect();
+                channels.sort();
+                let msg = ServerMessage::Status {
+                    id: id_owned(),
+                    conn_id: entry.id().to_string(),
+                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
+                    channels,
+                    connected_ms: self.now_ms().saturating_sub(entry.connected_at_ms),
+                };
+                self.reply(entry, &msg);
+            }
+            Command::Custom { kind } => {
+                let handler = self.inner.handlers.read().get(&*kind).cloned();
+                let Some(handler) = handler else {
+                    return Err(CommandError::new(ErrorCode::UnknownType, format!("unknown message type `{kind}`")));
+                };
+                let custom = CustomCommand { conn_id: entry.id(), identity: &entry.identity, id, kind: &kind, frame };
+                handler.handle(self, &custom).map_err(|e| CommandError::new(e.code, e.message))?;
+            }
+            _ => return Err(CommandError::new(ErrorCode::UnknownType, "unknown message type")),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The `Conn` trait: the transport's outbound handle to one connection, and `ConnId`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+/// A connection's id, unique within a hub. On the wire it is 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// Wraps a raw id.
+    #[must_use]
+    pub const fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw id.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({self})")
+    }
+}
+
+impl FromStr for ConnId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(Self)
+    }
+}
+
+/// Why [`Conn::try_send`] did not queue a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection's bounded queue is full; the hub applies the namespace's
+    /// slow-consumer policy (close with 4000, or drop the message).
+    #[error("send queue is full")]
+    Full,
+    /// The connection is closed or closing; the frame is discarded.
+    #[error("connection is closed")]
+    Closed,
+}
+
+/// The outbound half of one connection, as a transport implements it.
+///
+/// The contract a transport must meet:
+/// - [`Conn::try_send`] never blocks and never awaits: it queues one
+///   already-encoded text frame on the connection's bounded queue, or reports
+///   [`SendError::Full`] or [`SendError::Closed`] at once. The hub calls it while
+///   holding a channel's lock, from any thread.
+/// - [`Conn::close`] is idempotent and safe to call concurrently with `try_send`
+///   and with itself: the first call wins, later calls do nothing. It does not
+///   wait for the close to happen; it aborts a write in flight.
+/// - After `close`, `try_send` reports `Closed`.
+/// - Once the connection has ended, the transport calls `Hub::unregister`.
+pub trait Conn: Send + Sync + 'static {
+    /// The id the hub gave this connection.
+    fn id(&self) -> ConnId;
+
+    /// Queues one encoded text frame; never blocks.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the bounded queue is full, [`SendError::Closed`]
+    /// when the connection is closed.
+    fn try_send(&self, frame: Bytes) -> Result<(), SendError>;
+
+    /// Closes the connection with a WebSocket close code and reason; idempotent.
+    fn close(&self, code: u16, reason: &str);
+}
