@@ -23,7 +23,6 @@
 //! assert!(matches!(&got[0], ServerMessage::Subscribed { offset: 0, .. }));
 //! let ServerMessage::Message(p) = &got[1] else { panic!("expected a message") };
 //! assert_eq!((p.offset, p.data.as_str()), (1, "\"hello\""));
-//! # use ws_core::Conn;
 //! ```
 
 mod broker;

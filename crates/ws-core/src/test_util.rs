@@ -60,6 +60,12 @@ impl RecordingConn {
         Arc::new(Self { id, capacity, queue: Mutex::new(VecDeque::new()), closed: Mutex::new(None) })
     }
 
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
     /// Takes every queued frame.
     pub fn drain(&self) -> Vec<Bytes> {
         self.queue.lock().drain(..).collect()

@@ -8,7 +8,7 @@ use simd_json::{Buffers, Tape};
 
 use crate::channel::ChannelName;
 use crate::error::DecodeError;
-use crate::json::{check_depth, Json};
+use crate::json::{check_depth, parse_error, Json};
 use crate::writer::JsonWriter;
 
 /// The longest string `id`, in bytes.
@@ -178,7 +178,7 @@ impl ClientFrame {
             let mut parsed = std::mem::replace(tape, Tape::null()).reset();
             let result = match simd_json::fill_tape(input, buffers, &mut parsed) {
                 Ok(()) => decode_tape(&parsed),
-                Err(_) => Err(DecodeFailure { id: None, error: DecodeError::NotJson }),
+                Err(e) => Err(DecodeFailure { id: None, error: parse_error(&e) }),
             };
             *tape = parsed.reset();
             result
@@ -234,7 +234,9 @@ fn decode_tape(tape: &Tape<'_>) -> Result<ClientFrame, DecodeFailure> {
         Ok(id) => id,
         Err(error) => return fail(None, error),
     };
-    if let Err(error) = check_depth(&tape.0) {
+    // The root object is the first node of the tape; its fields are checked as
+    // values of their own, so `data` may nest as deep as `Json::parse` allows.
+    if let Err(error) = check_depth(&tape.0[1..]) {
         return fail(id, error);
     }
     match decode_command(root) {

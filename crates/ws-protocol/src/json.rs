@@ -7,7 +7,9 @@ use simd_json::Node;
 
 use crate::error::DecodeError;
 
-/// The deepest nesting of arrays and objects accepted anywhere in a frame.
+/// The deepest nesting of arrays and objects accepted in a JSON value: a text
+/// given to [`Json::parse`], or a field of a command frame (the frame's own
+/// top-level object does not count, so every [`Json`] fits in a `publish`).
 ///
 /// Deeper input is refused with [`DecodeError::TooDeep`] before anything walks
 /// it recursively, so a hostile frame cannot exhaust a thread's stack.
@@ -35,7 +37,7 @@ impl Json {
     pub fn parse(text: impl Into<Bytes>) -> Result<Self, DecodeError> {
         let text = text.into();
         let mut scratch = text.to_vec();
-        let tape = simd_json::to_tape(&mut scratch).map_err(|_| DecodeError::NotJson)?;
+        let tape = simd_json::to_tape(&mut scratch).map_err(|e| parse_error(&e))?;
         check_depth(&tape.0)?;
         Ok(Self(text))
     }
@@ -117,6 +119,15 @@ impl<'de> serde::Deserialize<'de> for Json {
         // Raw values need serde_json's deserializer; simd-json has no raw-value support.
         let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
         Ok(Self(Bytes::from(raw.get().to_owned())))
+    }
+}
+
+/// Maps a simd-json failure: its own depth limit (1024) trips before
+/// [`check_depth`] can run on very deep input, and that is still [`DecodeError::TooDeep`].
+pub(crate) fn parse_error(e: &simd_json::Error) -> DecodeError {
+    match e.error() {
+        simd_json::ErrorType::DepthLimitExceeded => DecodeError::TooDeep,
+        _ => DecodeError::NotJson,
     }
 }
 

@@ -364,6 +364,12 @@ impl RawPublication<'_> {
     }
 }
 
+/// Reads a field that is present, even as `null`: plain `Option<&RawValue>`
+/// would take `"data":null` for a missing field, yet `null` is a valid payload.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Every field any server message has, all optional: serde's internally
 /// tagged enums cannot hold raw JSON values, so the shape is checked by hand.
 #[derive(Deserialize)]
@@ -378,7 +384,7 @@ struct RawServerMessage<'a> {
     channel: Option<ChannelName>,
     offset: Option<u64>,
     event: Option<String>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     client: Option<ClientInfo>,
     code: Option<serde_json::Value>,
