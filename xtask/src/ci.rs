@@ -25,12 +25,15 @@ struct Step {
 enum Action {
     /// `cargo <args>` from the workspace root, with extra environment variables.
     Cargo { args: &'static [&'static str], env: &'static [(&'static str, &'static str)] },
+    /// A script of the repository, run with bash from the workspace root.
+    Script(&'static str),
     /// The tidy checks, in this process.
     Tidy,
 }
 
 /// The CI run, in order. Cheap checks come first so that they fail fast.
 const STEPS: &[Step] = &[
+    Step { name: "setup", action: Action::Script(".ci/setup") },
     Step { name: "fmt", action: Action::Cargo { args: &["fmt", "--all", "--", "--check"], env: &[] } },
     Step {
         name: "clippy",
@@ -78,6 +81,17 @@ impl Action {
                 }
                 Ok(())
             }
+            Self::Script(path) => {
+                let status = Command::new("bash")
+                    .current_dir(root)
+                    .arg(path)
+                    .status()
+                    .with_context(|| format!("starting `{self}`"))?;
+                if !status.success() {
+                    bail!("`{self}` exited with {status}");
+                }
+                Ok(())
+            }
             Self::Tidy => tidy::run_and_report(root),
         }
     }
@@ -92,6 +106,7 @@ impl std::fmt::Display for Action {
                 }
                 write!(f, "cargo {}", args.join(" "))
             }
+            Self::Script(path) => write!(f, "bash {path}"),
             Self::Tidy => f.write_str("cargo xtask tidy"),
         }
     }

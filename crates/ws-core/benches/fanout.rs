@@ -1,2 +1,118 @@
-//! Placeholder.
-fn main() {}
+//! Criterion benches of the hub's hot paths: fan-out to many subscribers, many
+//! single-subscriber channels, and subscribe/unsubscribe churn.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ws_core::test_util::ManualClock;
+use ws_core::{Conn, ConnId, Hub, Identity, SendError};
+use ws_protocol::{ChannelName, Json};
+
+/// An in-memory connection that counts what it is sent and drops it: it
+/// measures the hub, not a queue.
+#[derive(Debug)]
+struct CountingConn {
+    id: ConnId,
+    sent: AtomicU64,
+}
+
+impl Conn for CountingConn {
+    fn id(&self) -> ConnId {
+        self.id
+    }
+    fn try_send(&self, frame: Bytes) -> Result<(), SendError> {
+        drop(frame);
+        self.sent.fetch_add(1, Relaxed);
+        Ok(())
+    }
+    fn close(&self, _code: u16, _reason: &str) {}
+}
+
+fn hub_with(conns: usize) -> (Hub, Vec<ConnId>) {
+    let hub = Hub::builder(ManualClock::new(0)).build();
+    let ids = (0..conns)
+        .map(|_| {
+            let id = hub.next_conn_id();
+            hub.register(Arc::new(CountingConn { id, sent: AtomicU64::new(0) }), Identity::anonymous(), None).unwrap();
+            id
+        })
+        .collect();
+    (hub, ids)
+}
+
+fn publish_fan_out(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish_one_channel");
+    let data = Json::parse(r#"{"text":"hello, subscribers"}"#).unwrap();
+    for subscribers in [1usize, 1_000, 100_000] {
+        let (hub, ids) = hub_with(subscribers);
+        let channel = ChannelName::new("room").unwrap();
+        for id in &ids {
+            hub.subscribe(*id, &channel).unwrap();
+        }
+        // Throughput in deliveries: criterion's elements/s, and time per
+        // iteration divided by subscribers is ns per delivery.
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_function(format!("{subscribers}_subscribers"), |b| b.iter(|| hub.publish(&channel, data.clone())));
+    }
+    group.finish();
+}
+
+fn many_channels(c: &mut Criterion) {
+    const CHANNELS: usize = 100_000;
+    let (hub, ids) = hub_with(CHANNELS);
+    let channels: Vec<ChannelName> = (0..CHANNELS).map(|i| ChannelName::new(&format!("user:{i}")).unwrap()).collect();
+    for (id, ch) in ids.iter().zip(&channels) {
+        hub.subscribe(*id, ch).unwrap();
+    }
+    let data = Json::parse(r#"{"n":1}"#).unwrap();
+    let mut group = c.benchmark_group("many_channels");
+    group.throughput(Throughput::Elements(CHANNELS as u64));
+    group.bench_function("100000_channels_one_subscriber_each", |b| {
+        b.iter(|| {
+            for ch in &channels {
+                hub.publish(ch, data.clone());
+            }
+        });
+    });
+    group.finish();
+}
+
+fn churn(c: &mut Criterion) {
+    let (hub, ids) = hub_with(1_000);
+    let busy = ChannelName::new("busy").unwrap();
+    for id in &ids[1..] {
+        hub.subscribe(*id, &busy).unwrap();
+    }
+    let lone = ChannelName::new("lone").unwrap();
+    let mut group = c.benchmark_group("churn");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("subscribe_unsubscribe_busy_channel", |b| {
+        b.iter(|| {
+            hub.subscribe(ids[0], &busy).unwrap();
+            hub.unsubscribe(ids[0], &busy);
+        });
+    });
+    group.bench_function("subscribe_unsubscribe_new_channel", |b| {
+        b.iter(|| {
+            hub.subscribe(ids[0], &lone).unwrap();
+            hub.unsubscribe(ids[0], &lone);
+        });
+    });
+    group.bench_function("connect_disconnect", |b| {
+        b.iter_batched(
+            || hub.next_conn_id(),
+            |id| {
+                hub.register(Arc::new(CountingConn { id, sent: AtomicU64::new(0) }), Identity::anonymous(), None)
+                    .unwrap();
+                hub.unregister(id, &ws_core::DisconnectReason::new(1000, "bench"));
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, publish_fan_out, many_channels, churn);
+criterion_main!(benches);
