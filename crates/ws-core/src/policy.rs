@@ -210,8 +210,8 @@ pub trait ChannelAuthorizer: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The default rules:
+/// - channels granted in [`Identity::channels`] may be subscribed, whatever the rules below say;
 /// - a channel ending in `#<user>` is readable (subscribe, presence, history) only by that user;
-/// - channels granted in [`Identity::channels`] may be subscribed;
 /// - anonymous connections may subscribe only where the namespace allows anonymous;
 /// - publish needs the namespace's `allow_publish`, presence its `presence`, history a non-zero `history_size`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -235,15 +235,16 @@ impl ChannelAuthorizer for NamespaceAuthorizer {
         if action == Action::Publish {
             return Ok(());
         }
+        // A grant is the backend's explicit word, so it outranks the channel rules.
+        if action == Action::Subscribe && identity.channels.iter().any(|c| c == channel) {
+            return Ok(());
+        }
         if let Some(owner) = channel.user_suffix() {
             return match identity.user_id.as_deref() {
                 Some(user) if user == owner => Ok(()),
                 None => Err(Denial::unauthorized("this channel belongs to a user; authenticate first")),
                 Some(_) => Err(Denial::forbidden("this channel belongs to another user")),
             };
-        }
-        if identity.channels.iter().any(|c| c == channel) {
-            return Ok(());
         }
         if identity.is_anonymous() && !ns.allow_anonymous {
             return Err(Denial::unauthorized("anonymous connections may not use this channel"));

@@ -218,6 +218,9 @@ fn user_channels_belong_to_their_user() {
     assert_eq!(error_code(&only(sim.request(&anon, sub))), ErrorCode::Unauthorized);
     assert_eq!(error_code(&only(sim.request(&bob, sub))), ErrorCode::Forbidden);
     assert!(matches!(only(sim.request(&alice, sub)), ServerMessage::Subscribed { .. }));
+    // A grant from the backend outranks the rule.
+    let granted = sim.connect_as(Identity::user("carol").with_channels(vec![ch("inbox#alice")]), usize::MAX);
+    assert!(matches!(only(sim.request(&granted, sub)), ServerMessage::Subscribed { .. }));
 }
 
 #[test]
