@@ -1,0 +1,294 @@
+//! `Outbound`: one connection's bounded send queue and close request, shared by the hub (through
+//! `ws_core::Conn`), the relay and the connection's own task.
+
+use std::collections::VecDeque;
+use std::task::{Context, Waker};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ws_core::{Conn, ConnId, SendError};
+
+/// One queued item.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// A text message's payload; the writer adds the frame header.
+    Text(Bytes),
+    /// A whole encoded frame, shared as is (the relay encodes a forwarded frame once for every member).
+    Frame(Bytes),
+}
+
+impl Item {
+    /// The payload's (or frame's) length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Text(b) | Self::Frame(b) => b.len(),
+        }
+    }
+}
+
+/// A request to close the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseRequest {
+    /// The close code.
+    pub(crate) code: u16,
+    /// The close reason.
+    pub(crate) reason: String,
+    /// Whether a write in flight may finish (shutdown) or is aborted (every other close).
+    pub(crate) graceful: bool,
+    /// A text message to send just before the close frame (a `disconnect`), whatever the queue holds.
+    pub(crate) notice: Option<Bytes>,
+}
+
+/// What the connection's task takes from the queue in one go.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Nothing queued; the task's waker is registered.
+    Empty,
+    /// Some items (moved into the caller's vector).
+    Items,
+    /// A close was requested (items queued before it are moved into the caller's vector first).
+    Close(CloseRequest),
+    /// The connection must be dropped now, whatever it is doing (the shutdown deadline passed).
+    Abort,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Item>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+    /// Set once the task has taken the close request: nothing more is queued or taken.
+    close_taken: bool,
+    abort: bool,
+    waker: Option<Waker>,
+}
+
+/// One connection's outbound side: a queue bounded in messages and bytes, and a close request.
+///
+/// Everything goes through one small mutex, held for a push or a pop and never across IO, so
+/// [`Conn::try_send`] never blocks on the network. Idle, it holds no allocation.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    id: ConnId,
+    max_messages: usize,
+    max_bytes: usize,
+    state: Mutex<State>,
+}
+
+impl Outbound {
+    /// An empty queue bounded by `max_messages` and `max_bytes`.
+    pub(crate) fn new(id: ConnId, max_messages: usize, max_bytes: usize) -> Self {
+        Self { id, max_messages: max_messages.max(1), max_bytes, state: Mutex::new(State::default()) }
+    }
+
+    /// Queues an item; never blocks. A single item larger than the byte bound is accepted into an empty queue,
+    /// so a big message does not make a connection a slow consumer by itself.
+    pub(crate) fn push(&self, item: Item) -> Result<(), SendError> {
+        let waker = {
+            let mut state = self.state.lock();
+            if state.close.is_some() {
+                return Err(SendError::Closed);
+            }
+            let len = item.len();
+            let empty = state.queue.is_empty();
+            if !empty && (state.queue.len() >= self.max_messages || state.bytes + len > self.max_bytes) {
+                return Err(SendError::Full);
+            }
+            state.queue.push_back(item);
+            state.bytes += len;
+            // Only the first item needs to wake the task: it takes everything queued when it runs.
+            if empty {
+                state.waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Requests a close; the first request wins. A slow consumer's queue is dropped at once: it is what
+    /// overflowed, and the client recovers what it missed after reconnecting.
+    pub(crate) fn request_close(&self, request: CloseRequest) {
+        let waker = {
+            let mut state = self.state.lock();
+            if state.close.is_some() {
+                return;
+            }
+            if request.code == ws_protocol::close::SLOW_CONSUMER {
+                state.queue = VecDeque::new();
+                state.bytes = 0;
+            }
+            state.close = Some(request);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Moves every queued item into `out`, whatever the bounds and the close state: the last flush before a
+    /// close frame.
+    pub(crate) fn take_all(&self, out: &mut Vec<Item>) {
+        let mut state = self.state.lock();
+        out.extend(std::mem::take(&mut state.queue));
+        state.bytes = 0;
+    }
+
+    /// Asks the connection's task to drop the connection at once.
+    pub(crate) fn abort(&self) {
+        let waker = {
+            let mut state = self.state.lock();
+            state.abort = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether a close was requested.
+    #[cfg(test)]
+    pub(crate) fn close_requested(&self) -> bool {
+        self.state.lock().close.is_some()
+    }
+
+    /// Moves up to `max_bytes` of queued items (at least one) into `out` when `items` is set; reports a close
+    /// request once there are no items to take (or `items` is not set), and an abort first of all. Registers
+    /// the task's waker.
+    pub(crate) fn take(&self, out: &mut Vec<Item>, max_bytes: usize, items: bool, cx: &mut Context<'_>) -> Taken {
+        let mut state = self.state.lock();
+        // Registered on every call, whatever it returns: the task may sleep on the socket next, and must still
+        // hear of a close.
+        register(&mut state, cx);
+        if state.abort {
+            return Taken::Abort;
+        }
+        if state.close_taken {
+            return Taken::Empty;
+        }
+        if items {
+            let mut taken = 0;
+            while let Some(item) = state.queue.front() {
+                if taken > 0 && taken + item.len() > max_bytes {
+                    break;
+                }
+                taken += item.len();
+                if let Some(item) = state.queue.pop_front() {
+                    out.push(item);
+                }
+            }
+            state.bytes -= taken;
+            if !out.is_empty() {
+                if state.queue.is_empty() && state.queue.capacity() > 64 {
+                    // A burst grew the queue; give the memory back now that it has drained.
+                    state.queue = VecDeque::new();
+                }
+                return Taken::Items;
+            }
+        }
+        // A close is reported even while items wait: the task decides whether they still go out.
+        if let Some(close) = state.close.clone() {
+            state.close_taken = true;
+            return Taken::Close(close);
+        }
+        Taken::Empty
+    }
+}
+
+/// Registers the task's waker, unless the same one already is.
+fn register(state: &mut State, cx: &Context<'_>) {
+    match &state.waker {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => state.waker = Some(cx.waker().clone()),
+    }
+}
+
+impl Conn for Outbound {
+    fn id(&self) -> ConnId {
+        self.id
+    }
+
+    fn try_send(&self, frame: Bytes) -> Result<(), SendError> {
+        self.push(Item::Text(frame))
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.request_close(CloseRequest { code, reason: reason.to_owned(), graceful: false, notice: None });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn text(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn queue_is_bounded_in_messages_and_bytes() {
+        let q = Outbound::new(ConnId::new(1), 2, 10);
+        assert_eq!(q.try_send(text("0123456789abc")), Ok(()), "one big item fits an empty queue");
+        assert_eq!(q.try_send(text("x")), Err(SendError::Full));
+        let q = Outbound::new(ConnId::new(1), 2, 100);
+        q.try_send(text("a")).unwrap();
+        q.try_send(text("b")).unwrap();
+        assert_eq!(q.try_send(text("c")), Err(SendError::Full));
+    }
+
+    #[test]
+    fn close_is_idempotent_and_wakes_the_task_once() {
+        let q = Outbound::new(ConnId::new(1), 8, 100);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Empty));
+        q.try_send(text("a")).unwrap();
+        q.try_send(text("b")).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "only the first item wakes");
+        q.close(4000, "slow consumer");
+        q.close(1000, "later");
+        assert_eq!(q.try_send(text("c")), Err(SendError::Closed));
+        match q.take(&mut out, 1000, true, &mut cx) {
+            Taken::Close(c) => assert_eq!((c.code, out.len()), (4000, 0), "a slow consumer's queue is dropped"),
+            other => panic!("expected the close, got {other:?}"),
+        }
+        assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Empty));
+    }
+
+    #[test]
+    fn take_moves_batches_and_reports_close_after_queued_items() {
+        let q = Outbound::new(ConnId::new(1), 8, 100);
+        let waker = Waker::from(Arc::new(CountingWaker::default()));
+        let mut cx = Context::from_waker(&waker);
+        for s in ["aaaa", "bbbb", "cccc"] {
+            q.try_send(text(s)).unwrap();
+        }
+        q.close(1000, "bye");
+        let mut out = Vec::new();
+        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items));
+        assert_eq!(out.len(), 2);
+        out.clear();
+        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items));
+        assert_eq!(out.len(), 1);
+        out.clear();
+        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Close(_)));
+    }
+}

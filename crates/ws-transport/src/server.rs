@@ -1,0 +1,115 @@
+//! `Server`: the state every connection of one `serve` call shares, and `Sessions`, the registry of live
+//! WebSocket connections that shutdown walks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use ws_core::{ConnId, Hub};
+use ws_protocol::ServerMessage;
+
+use crate::caps::Caps;
+use crate::config::TransportConfig;
+use crate::outbound::{CloseRequest, Outbound};
+use crate::relay::Rooms;
+
+/// How many shards the session registry has; a power of two.
+const SHARDS: usize = 16;
+
+/// What one `serve` call shares with its connections.
+#[derive(Debug)]
+pub(crate) struct Server {
+    /// The hub `/ws` connections register with.
+    pub(crate) hub: Hub,
+    /// The configuration.
+    pub(crate) config: TransportConfig,
+    /// The connection caps.
+    pub(crate) caps: Arc<Caps>,
+    /// The relay's rooms.
+    pub(crate) rooms: Rooms,
+    /// Every live WebSocket connection.
+    pub(crate) sessions: Sessions,
+    /// Every task this server spawned (HTTP connections and WebSocket sessions), so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when shutdown starts.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Server state for `hub` and `config`.
+    pub(crate) fn new(hub: Hub, config: TransportConfig) -> Arc<Self> {
+        Arc::new(Self {
+            caps: Caps::new(config.max_connections, config.max_connections_per_ip),
+            hub,
+            config,
+            rooms: Rooms::default(),
+            sessions: Sessions::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The close request that tells a connection the server is going away: a graceful 1001, with a
+    /// `disconnect` notice first on `/ws`.
+    pub(crate) fn going_away(&self, hub_endpoint: bool, position: usize, total: usize) -> CloseRequest {
+        const REASON: &str = "server shutting down";
+        let code = ws_protocol::close::GOING_AWAY;
+        let notice = hub_endpoint.then(|| {
+            let reconnect_after_ms = self.config.shutdown_reconnect_after_ms(position, total);
+            ServerMessage::Disconnect { code, reason: REASON.to_owned(), reconnect_after_ms }.encode()
+        });
+        CloseRequest { code, reason: REASON.to_owned(), graceful: true, notice }
+    }
+}
+
+/// One registered session.
+#[derive(Debug)]
+struct Entry {
+    outbound: Arc<Outbound>,
+    hub_endpoint: bool,
+}
+
+/// The live WebSocket connections, by id, in a sharded map.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    shards: Box<[Mutex<HashMap<ConnId, Entry>>]>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+    }
+}
+
+impl Sessions {
+    fn shard(&self, id: ConnId) -> &Mutex<HashMap<ConnId, Entry>> {
+        // Connection ids are sequential, so their low bits spread evenly.
+        &self.shards[(id.get() as usize) & (SHARDS - 1)]
+    }
+
+    /// Registers a session.
+    pub(crate) fn insert(&self, outbound: Arc<Outbound>, hub_endpoint: bool) {
+        let id = ws_core::Conn::id(&*outbound);
+        self.shard(id).lock().insert(id, Entry { outbound, hub_endpoint });
+    }
+
+    /// Unregisters a session.
+    pub(crate) fn remove(&self, id: ConnId) {
+        self.shard(id).lock().remove(&id);
+    }
+
+    /// Every session's queue, and whether it is on the hub endpoint.
+    pub(crate) fn snapshot(&self) -> Vec<(Arc<Outbound>, bool)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().values().map(|e| (Arc::clone(&e.outbound), e.hub_endpoint)).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// How many sessions are registered.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
