@@ -6,6 +6,7 @@ use std::time::Duration;
 use ws_core::{AllowAnonymous, Authenticator};
 
 use crate::http::HttpHandler;
+use crate::stats::TransportStats;
 
 /// A per-connection message rate limit: a token bucket.
 ///
@@ -125,6 +126,11 @@ pub struct TransportConfig {
     pub shutdown_reconnect_spread: Duration,
     /// How often the hub's idle channels are swept ([`ws_core::Hub::sweep`]). Default 5 s.
     pub sweep_interval: Duration,
+    /// The counters the transport keeps; share the `Arc` to read them. Default: fresh counters.
+    pub stats: Arc<TransportStats>,
+    /// Serve TLS with this rustls configuration (feature `tls`). Default `None`: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for TransportConfig {
@@ -155,6 +161,9 @@ impl Default for TransportConfig {
             shutdown_reconnect_after: Duration::from_secs(1),
             shutdown_reconnect_spread: Duration::ZERO,
             sweep_interval: Duration::from_secs(5),
+            stats: Arc::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -225,6 +234,16 @@ impl TransportConfig {
         shutdown_reconnect_spread: Duration;
         /// Sets [`Self::sweep_interval`].
         sweep_interval: Duration;
+        /// Sets [`Self::stats`].
+        stats: Arc<TransportStats>;
+    }
+
+    /// Sets [`Self::tls`].
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, config: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Self {
+        self.tls = config;
+        self
     }
 
     /// The `reconnect_after_ms` for the connection at `position` of `total` being shut down:

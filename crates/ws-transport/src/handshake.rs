@@ -10,13 +10,14 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use ws_core::{AuthError, AuthRequest};
 
 use crate::http::{json_error, unavailable};
 use crate::registration::{EndpointKind, Registration};
 use crate::server::Server;
 use crate::session;
+use crate::stats::Rejection;
+use crate::stream::Stream;
 
 /// The subprotocol of PROTOCOL.md, selected when a client offers it.
 pub(crate) const SUBPROTOCOL: &str = "wshub.v1";
@@ -36,19 +37,25 @@ pub(crate) async fn upgrade(
         response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
         return response;
     }
+    let stats = &config.stats;
     if server.shutdown.is_cancelled() {
+        stats.rejected(Rejection::Capacity);
         return unavailable("shutting_down", "the server is shutting down", config.retry_after);
     }
     let headers = request.headers();
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     if !origin_allowed(&config.allowed_origins, origin, host) {
+        stats.rejected(Rejection::Origin);
         return json_error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
     }
     // Connection caps are ours: fastwebsockets 0.10 and hyper have none.
     let slot = match server.caps.acquire(peer.ip()) {
         Ok(slot) => slot,
-        Err(exceeded) => return unavailable("overloaded", exceeded.message(), config.retry_after),
+        Err(exceeded) => {
+            stats.rejected(Rejection::Capacity);
+            return unavailable("overloaded", exceeded.message(), config.retry_after);
+        }
     };
     let auth = AuthRequest::with_token(token(headers, request.uri().query()))
         .headers(
@@ -63,17 +70,21 @@ pub(crate) async fn upgrade(
     {
         Ok(Ok(identity)) => identity,
         Ok(Err(AuthError::Unauthorized(message))) => {
-            return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &message)
+            stats.rejected(Rejection::Unauthorized);
+            return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &message);
         }
         Ok(Err(AuthError::Unavailable(message))) => {
+            stats.rejected(Rejection::Unavailable);
             tracing::warn!(%message, "authenticator unavailable");
             return unavailable("unavailable", "authentication is unavailable", config.retry_after);
         }
         Ok(Err(error)) => {
+            stats.rejected(Rejection::Unauthorized);
             tracing::warn!(%error, "authentication failed");
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", "authentication failed");
         }
         Err(_) => {
+            stats.rejected(Rejection::Unavailable);
             tracing::warn!("authenticator timed out");
             return unavailable("unavailable", "authentication timed out", config.retry_after);
         }
@@ -97,9 +108,9 @@ pub(crate) async fn upgrade(
         };
         // fastwebsockets did the handshake; the session reads and writes the socket itself (see `frame.rs`).
         let upgraded = websocket.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<Stream>>() {
             Ok(parts) => session::run(registration, parts.io.into_inner(), parts.read_buf, peer).await,
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+            Err(_) => tracing::error!("upgraded connection is not a transport stream"),
         }
     });
     let (mut parts, _) = response.into_parts();

@@ -26,6 +26,9 @@
 //! them all: the handshake timeout and header size (through hyper), the message size across fragments, the
 //! fragment cap, masking, control frame rules and UTF-8 (in the frame decoder), the connection caps, and the
 //! rate limit.
+//!
+//! With the `tls` feature, [`TransportConfig::tls`] takes a rustls `ServerConfig` and every connection
+//! is TLS; [`TransportConfig::stats`] shares the transport's counters ([`TransportStats`]) with a metrics exporter.
 
 mod caps;
 mod clock;
@@ -41,11 +44,14 @@ mod relay;
 mod serve;
 mod server;
 mod session;
+mod stats;
+mod stream;
 
 pub use clock::SystemClock;
 pub use config::{RateLimit, TransportConfig};
 pub use http::{json_error, HttpHandler};
 pub use serve::serve;
+pub use stats::{DelayHistogram, Rejection, TransportSnapshot, TransportStats};
 
 /// The subprotocol the hub endpoint selects when a client offers it.
 pub const SUBPROTOCOL: &str = handshake::SUBPROTOCOL;

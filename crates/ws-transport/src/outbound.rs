@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -44,8 +45,9 @@ pub(crate) struct CloseRequest {
 pub(crate) enum Taken {
     /// Nothing queued; the task's waker is registered.
     Empty,
-    /// Some items (moved into the caller's vector).
-    Items,
+    /// Some items (moved into the caller's vector), and how long the oldest had waited when the queue went
+    /// from empty to not empty.
+    Items(Option<Duration>),
     /// A close was requested (items queued before it are moved into the caller's vector first).
     Close(CloseRequest),
     /// The connection must be dropped now, whatever it is doing (the shutdown deadline passed).
@@ -61,6 +63,8 @@ struct State {
     close_taken: bool,
     abort: bool,
     waker: Option<Waker>,
+    /// When the queue last went from empty to not empty: one clock read per batch, not per message.
+    since: Option<Instant>,
 }
 
 /// One connection's outbound side: a queue bounded in messages and bytes, and a close request.
@@ -96,6 +100,9 @@ impl Outbound {
             }
             state.queue.push_back(item);
             state.bytes += len;
+            if empty {
+                state.since = Some(Instant::now());
+            }
             // Only the first item needs to wake the task: it takes everything queued when it runs.
             if empty {
                 state.waker.take()
@@ -182,11 +189,15 @@ impl Outbound {
             }
             state.bytes -= taken;
             if !out.is_empty() {
+                let waited = state.since.take().map(|at| at.elapsed());
+                if !state.queue.is_empty() {
+                    state.since = Some(Instant::now());
+                }
                 if state.queue.is_empty() && state.queue.capacity() > 64 {
                     // A burst grew the queue; give the memory back now that it has drained.
                     state.queue = VecDeque::new();
                 }
-                return Taken::Items;
+                return Taken::Items(waited);
             }
         }
         // A close is reported even while items wait: the task decides whether they still go out.
@@ -283,10 +294,10 @@ mod tests {
         }
         q.close(1000, "bye");
         let mut out = Vec::new();
-        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items));
+        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items(_)));
         assert_eq!(out.len(), 2);
         out.clear();
-        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items));
+        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items(_)));
         assert_eq!(out.len(), 1);
         out.clear();
         assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Close(_)));

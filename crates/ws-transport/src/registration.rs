@@ -98,6 +98,7 @@ impl Registration {
             EndpointKind::Echo => Endpoint::Echo,
         };
         server.sessions.insert(Arc::clone(&outbound), hub_endpoint);
+        config.stats.opened();
         // Shutdown walks the registry; a connection registered after that walk sees the token instead.
         if server.shutdown.is_cancelled() {
             outbound.request_close(server.going_away(hub_endpoint, 0, 1));
@@ -121,6 +122,7 @@ impl Drop for Registration {
         let reason = self.reason.take().unwrap_or_else(|| DisconnectReason::new(ABNORMAL, "connection dropped"));
         tracing::debug!(conn = %self.id, code = reason.code, reason = %reason.reason, "connection closed");
         ws_core::Conn::close(&*self.outbound, reason.code, &reason.reason);
+        self.server.config.stats.closed(reason.code);
         self.server.sessions.remove(self.id);
         match &self.endpoint {
             Endpoint::Hub => {

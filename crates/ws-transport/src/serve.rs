@@ -15,6 +15,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::stream::Stream;
 use ws_core::Hub;
 
 use crate::config::TransportConfig;
@@ -59,7 +61,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    server.tasks.spawn(serve_http(Arc::clone(&server), stream, peer));
+                    server.tasks.spawn(accept(Arc::clone(&server), stream, peer));
                 }
                 Err(error) => accept_failed(&error).await,
             },
@@ -97,10 +99,26 @@ async fn sweep(server: Arc<Server>) {
     }
 }
 
-/// Serves one TCP connection's HTTP/1.1 requests, handing upgrades to sessions.
-async fn serve_http(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+/// Sets up one accepted socket (TLS first, when configured) and serves it.
+async fn accept(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
     // Small frames must not wait for Nagle: the writer corks on its own.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = server.config.tls.clone() {
+        // The TLS handshake counts against the handshake timeout too.
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        match tokio::time::timeout(server.config.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => serve_http(server, Stream::Tls(Box::new(tls)), peer).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+        return;
+    }
+    serve_http(server, Stream::Tcp(tcp), peer).await;
+}
+
+/// Serves one connection's HTTP/1.1 requests, handing upgrades to sessions.
+async fn serve_http(server: Arc<Server>, stream: Stream, peer: SocketAddr) {
     let config = &server.config;
     let service_server = Arc::clone(&server);
     let service = service_fn(move |request| {

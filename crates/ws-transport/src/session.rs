@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use ws_core::DisconnectReason;
 use ws_protocol::{close, ErrorCode, ServerMessage};
@@ -33,6 +32,7 @@ use crate::frame::{
 use crate::outbound::{CloseRequest, Item, Taken};
 use crate::rate::{RateLimiter, Verdict};
 use crate::registration::{Endpoint, Registration, ABNORMAL};
+use crate::stream::Stream;
 
 /// How many queued bytes are encoded into one batch (one write).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -71,7 +71,7 @@ enum Event {
 #[derive(Debug)]
 pub(crate) struct Session {
     reg: Registration,
-    stream: TcpStream,
+    stream: Stream,
     decoder: Decoder,
     rbuf: BytesMut,
     /// How many bytes `rbuf` must hold before the decoder can go on.
@@ -94,7 +94,7 @@ pub(crate) struct Session {
 }
 
 /// Runs one upgraded connection to its end; dropping the registration at the end unregisters it.
-pub(crate) async fn run(reg: Registration, stream: TcpStream, read_buf: Bytes, peer: SocketAddr) {
+pub(crate) async fn run(reg: Registration, stream: Stream, read_buf: Bytes, peer: SocketAddr) {
     let config = &reg.server.config;
     let now = Instant::now();
     let expires = reg.expires_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(reg.server.hub.now_ms())));
@@ -165,7 +165,12 @@ impl Session {
             let items = self.phase == Phase::Open && self.pending() < BATCH_BYTES;
             let room = BATCH_BYTES.saturating_sub(self.pending());
             match self.reg.outbound.take(&mut self.batch, room, items, cx) {
-                Taken::Items => self.encode_batch(),
+                Taken::Items(waited) => {
+                    if let Some(waited) = waited {
+                        self.reg.server.config.stats.queue_delay.observe(waited);
+                    }
+                    self.encode_batch();
+                }
                 Taken::Close(request) => return Poll::Ready(Event::Close(request)),
                 Taken::Abort => return Poll::Ready(Event::Abort),
                 Taken::Empty => {}
@@ -189,21 +194,15 @@ impl Session {
             }
         }
         if self.read_allowed() {
-            loop {
-                match self.stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(error)) => return Poll::Ready(Event::Failed(error)),
-                    Poll::Pending => break,
+            let want = self.want.max(self.rbuf.len() + READ_CHUNK);
+            match self.stream.poll_read_into(cx, &mut self.rbuf, want) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
+                Poll::Ready(Ok(n)) => {
+                    self.reg.server.config.stats.read(n);
+                    return Poll::Ready(Event::Read);
                 }
-                // Reserve only once the socket has data: an idle connection holds no read buffer.
-                let want = self.want.max(self.rbuf.len() + READ_CHUNK);
-                self.rbuf.reserve(want - self.rbuf.len());
-                match self.stream.try_read_buf(&mut self.rbuf) {
-                    Ok(0) => return Poll::Ready(Event::Eof),
-                    Ok(_) => return Poll::Ready(Event::Read),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Poll::Ready(Event::Failed(error)),
-                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Event::Failed(error)),
+                Poll::Pending => {}
             }
         }
         if self.timer.as_mut().poll(cx).is_ready() {
@@ -227,11 +226,14 @@ impl Session {
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
                     self.last_write = Instant::now();
+                    self.reg.server.config.stats.wrote(n);
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
             }
         }
+        // TLS may hold encrypted records back until flushed; on plain TCP this is a no-op.
+        std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
         // Give the buffer back: an idle connection holds none.
         self.wbuf = Vec::new();
         self.wpos = 0;

@@ -1,0 +1,286 @@
+//! The HTTP API for backends (PROTOCOL.md, "Server HTTP API"): publish, broadcast, channels, presence, history, disconnect, stats.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use ws_core::{ConnId, Hub};
+use ws_protocol::{close, ChannelName, ClientInfo, Json, Publication};
+
+/// The most messages one history request returns when it gives no `limit`.
+const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// An API response: status and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResponse {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+impl ApiResponse {
+    fn ok(body: &impl Serialize) -> Self {
+        let body = serde_json::to_vec(body).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(b"{}"));
+        Self { status: StatusCode::OK, body }
+    }
+
+    /// An error response `{"error": code, "message": text}`.
+    #[must_use]
+    pub fn error(status: StatusCode, code: &str, message: &str) -> Self {
+        let body = serde_json::json!({ "error": code, "message": message });
+        Self { status, body: Bytes::from(body.to_string()) }
+    }
+
+    fn bad_request(message: &str) -> Self {
+        Self::error(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+/// The API: the hub and the accepted keys.
+#[derive(Debug, Clone)]
+pub struct Api {
+    hub: Hub,
+    keys: Vec<String>,
+    max_body_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    data: Json,
+    #[serde(default)]
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    channels: Vec<String>,
+    data: Json,
+    #[serde(default)]
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    conn_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ChannelEntry {
+    channel: String,
+    subscribers: usize,
+}
+
+#[derive(Serialize)]
+struct HistoryBody {
+    epoch: String,
+    offset: u64,
+    messages: Vec<MessageBody>,
+}
+
+#[derive(Serialize)]
+struct MessageBody {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: String,
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<String>,
+    data: Json,
+}
+
+impl From<Publication> for MessageBody {
+    fn from(p: Publication) -> Self {
+        Self { kind: "message", channel: p.channel.to_string(), offset: p.offset, event: p.event, data: p.data }
+    }
+}
+
+impl Api {
+    /// An API over `hub` accepting `keys`, with bodies up to `max_body_bytes`.
+    #[must_use]
+    pub fn new(hub: Hub, keys: Vec<String>, max_body_bytes: usize) -> Self {
+        Self { hub, keys, max_body_bytes }
+    }
+
+    /// The largest body this API reads; the caller stops reading past it and answers [`Api::too_large`].
+    #[must_use]
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// The 413 response.
+    #[must_use]
+    pub fn too_large(&self) -> ApiResponse {
+        ApiResponse::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("request body is over {} bytes", self.max_body_bytes),
+        )
+    }
+
+    /// A short label for the endpoint `path` names, for metrics (`publish`, `history`, ...; `unknown`).
+    #[must_use]
+    pub fn endpoint(path: &str) -> &'static str {
+        let rest = path.strip_prefix("/api/").unwrap_or("");
+        match rest.split('/').next().unwrap_or("") {
+            "publish" => "publish",
+            "broadcast" => "broadcast",
+            "channels" => "channels",
+            "presence" => "presence",
+            "history" => "history",
+            "disconnect" => "disconnect",
+            "stats" => "stats",
+            _ => "unknown",
+        }
+    }
+
+    /// Whether the `Authorization: apikey <key>` header holds an accepted key.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Some((scheme, key)) = value.split_once(' ') else { return false };
+        scheme.eq_ignore_ascii_case("apikey")
+            && self.keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.trim().as_bytes()))
+    }
+
+    /// Handles one API request whose body has been read (at most [`Api::max_body_bytes`]).
+    #[must_use]
+    pub fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ApiResponse {
+        if !self.authorized(headers) {
+            return ApiResponse::error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send `Authorization: apikey <key>` with a configured key",
+            );
+        }
+        let rest = path.strip_prefix("/api/").unwrap_or("");
+        let (head, tail) = rest.split_once('/').map_or((rest, None), |(h, t)| (h, Some(t)));
+        match (method, head, tail) {
+            (&Method::POST, "publish", None) => self.publish(body),
+            (&Method::POST, "broadcast", None) => self.broadcast(body),
+            (&Method::GET, "channels", None) => {
+                let channels: Vec<ChannelEntry> = self
+                    .hub
+                    .channels()
+                    .into_iter()
+                    .map(|(c, n)| ChannelEntry { channel: c.to_string(), subscribers: n })
+                    .collect();
+                ApiResponse::ok(&serde_json::json!({ "channels": channels }))
+            }
+            (&Method::GET, "presence", Some(channel)) => match channel_name(channel) {
+                Ok(channel) => {
+                    let clients: Vec<ClientInfo> = self.hub.presence(&channel);
+                    ApiResponse::ok(&serde_json::json!({ "clients": clients }))
+                }
+                Err(e) => e,
+            },
+            (&Method::GET, "history", Some(channel)) => match channel_name(channel) {
+                Ok(channel) => self.history(&channel, query),
+                Err(e) => e,
+            },
+            (&Method::POST, "disconnect", None) => self.disconnect(body),
+            (&Method::GET, "stats", None) => ApiResponse::ok(&self.hub.stats()),
+            _ => ApiResponse::error(StatusCode::NOT_FOUND, "not_found", &format!("no API endpoint {method} {path}")),
+        }
+    }
+
+    fn publish(&self, body: &[u8]) -> ApiResponse {
+        let body: PublishBody = match parse(body) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let channel = match channel_name(&body.channel) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let offset = self.hub.publish_event(&channel, body.event.as_deref(), body.data);
+        ApiResponse::ok(&serde_json::json!({ "offset": offset }))
+    }
+
+    fn broadcast(&self, body: &[u8]) -> ApiResponse {
+        let body: BroadcastBody = match parse(body) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if body.channels.is_empty() {
+            return ApiResponse::bad_request("field `channels` must list at least one channel");
+        }
+        // Validate every name first, so a bad one publishes nothing.
+        let channels: Result<Vec<ChannelName>, ApiResponse> = body.channels.iter().map(|c| channel_name(c)).collect();
+        let channels = match channels {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let offsets: BTreeMap<String, u64> = channels
+            .iter()
+            .map(|c| (c.to_string(), self.hub.publish_event(c, body.event.as_deref(), body.data.clone())))
+            .collect();
+        ApiResponse::ok(&serde_json::json!({ "offsets": offsets }))
+    }
+
+    fn history(&self, channel: &ChannelName, query: Option<&str>) -> ApiResponse {
+        let mut limit = DEFAULT_HISTORY_LIMIT;
+        for (key, value) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+            if key == "limit" {
+                match value.parse::<usize>() {
+                    Ok(n) => limit = n,
+                    Err(_) => {
+                        return ApiResponse::bad_request("query parameter `limit` must be a non-negative integer")
+                    }
+                }
+            }
+        }
+        let page = self.hub.history(channel, limit, None);
+        ApiResponse::ok(&HistoryBody {
+            epoch: page.epoch,
+            offset: page.offset,
+            messages: page.publications.into_iter().map(MessageBody::from).collect(),
+        })
+    }
+
+    fn disconnect(&self, body: &[u8]) -> ApiResponse {
+        let body: DisconnectBody = match parse(body) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let reason = "disconnected by the server";
+        let n = match (body.user_id, body.conn_id) {
+            (Some(user), None) => self.hub.disconnect_user(&user, close::POLICY, reason, 0),
+            (None, Some(conn)) => match conn.parse::<ConnId>() {
+                Ok(id) => usize::from(self.hub.disconnect(id, close::POLICY, reason, 0)),
+                Err(_) => return ApiResponse::bad_request("field `conn_id` must be a connection id (16 hex digits)"),
+            },
+            _ => return ApiResponse::bad_request("give exactly one of `user_id` and `conn_id`"),
+        };
+        ApiResponse::ok(&serde_json::json!({ "disconnected": n }))
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiResponse> {
+    serde_json::from_slice(body).map_err(|e| ApiResponse::bad_request(&format!("invalid body: {e}")))
+}
+
+fn channel_name(name: &str) -> Result<ChannelName, ApiResponse> {
+    ChannelName::new(name).map_err(|e| ApiResponse::bad_request(&format!("invalid channel {name:?}: {e}")))
+}
+
+/// Compares keys without an early exit, so response time does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

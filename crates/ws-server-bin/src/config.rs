@@ -1,0 +1,550 @@
+//! `Config`: every setting of `ws-server`, loaded from defaults, a TOML file, `WS_SERVER_` environment variables and flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use ws_core::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
+
+/// The prefix of environment variables; nested keys are joined with `__`
+/// (`WS_SERVER_LIMITS__MAX_CONNECTIONS=5000`).
+pub const ENV_PREFIX: &str = "WS_SERVER_";
+
+/// The whole configuration. Every section and key has a default; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to serve HTTP and WebSocket on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Tokio worker threads; 0 means one per core. Default 0.
+    pub workers: usize,
+    /// Endpoint paths.
+    pub paths: PathsConfig,
+    /// Origins allowed to open WebSockets (exact `scheme://host[:port]`); empty allows the same host and clients that send no Origin. Default empty.
+    pub allowed_origins: Vec<String>,
+    /// Connection and message limits.
+    pub limits: LimitsConfig,
+    /// Heartbeats.
+    pub heartbeat: HeartbeatConfig,
+    /// Per-connection send queue.
+    pub queue: QueueConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
+    /// The default namespace's policy (channels with no `:`, and namespaces not listed).
+    pub namespace: NamespaceSection,
+    /// Named namespaces: `[namespaces.chat]`.
+    pub namespaces: BTreeMap<String, NamespaceSection>,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// The HTTP API for backends.
+    pub api: ApiConfig,
+    /// The raw relay endpoint.
+    pub relay: RelayConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Graceful drain on SIGTERM/SIGINT.
+    pub drain: DrainConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            paths: PathsConfig::default(),
+            allowed_origins: Vec::new(),
+            limits: LimitsConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            queue: QueueConfig::default(),
+            auth: AuthConfig::default(),
+            namespace: NamespaceSection::default(),
+            namespaces: BTreeMap::new(),
+            tls: TlsConfig::default(),
+            api: ApiConfig::default(),
+            relay: RelayConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+            drain: DrainConfig::default(),
+        }
+    }
+}
+
+/// Endpoint paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PathsConfig {
+    /// The hub's WebSocket endpoint. Default `/ws`.
+    pub ws: String,
+    /// Prefix of the relay endpoint; rooms are `{relay}/{room}`. Default `/relay`.
+    pub relay: String,
+    /// Serve the demo page at `/`. Default true.
+    pub demo: bool,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self { ws: "/ws".into(), relay: "/relay".into(), demo: true }
+    }
+}
+
+/// Connection and message limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LimitsConfig {
+    /// Most connections at once; more get 503. Default 100,000.
+    pub max_connections: usize,
+    /// Most connections from one IP address; more get 503. Default 1,000.
+    pub max_connections_per_ip: usize,
+    /// Largest message, summed over its fragments; larger closes with 1009. Default 65,536.
+    pub max_message_bytes: usize,
+    /// Most fragments in one message; more closes with 1009. Default 128.
+    pub max_fragments: usize,
+    /// Largest request head of the upgrade. Default 16,384.
+    pub max_header_bytes: usize,
+    /// Time for a client to complete the HTTP upgrade. Default 10,000 ms.
+    pub handshake_timeout_ms: u64,
+    /// Time a write to a client may take before the client is dropped. Default 10,000 ms.
+    pub write_timeout_ms: u64,
+    /// Messages a connection may send per second, on average. Default 100.
+    pub rate_per_sec: u32,
+    /// Messages a connection may send in a burst. Default 200.
+    pub rate_burst: u32,
+    /// Most channels one connection may subscribe to. Default 1,024.
+    pub max_channels_per_conn: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_message_bytes: 64 * 1024,
+            max_fragments: 128,
+            max_header_bytes: 16 * 1024,
+            handshake_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            rate_per_sec: 100,
+            rate_burst: 200,
+            max_channels_per_conn: 1024,
+        }
+    }
+}
+
+/// Heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HeartbeatConfig {
+    /// How often the server pings each client. Default 25,000 ms.
+    pub interval_ms: u64,
+    /// Close with 4001 when nothing arrives for this long. Default 60,000 ms.
+    pub pong_timeout_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self { interval_ms: 25_000, pong_timeout_ms: 60_000 }
+    }
+}
+
+/// The per-connection send queue; overflowing it applies the namespace's slow-consumer policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Most queued messages. Default 1,024.
+    pub messages: usize,
+    /// Most queued bytes. Default 4 MiB.
+    pub bytes: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { messages: 1024, bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// Client authentication. A connection with no token is anonymous when `anonymous` is on; a token is
+/// tried as an API key, then as a JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// Accept connections without a token, as anonymous. Default true.
+    pub anonymous: bool,
+    /// Static client tokens: key to user id. Default empty.
+    pub api_keys: BTreeMap<String, String>,
+    /// JWT verification; off when `algorithm` is empty.
+    pub jwt: JwtConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { anonymous: true, api_keys: BTreeMap::new(), jwt: JwtConfig::default() }
+    }
+}
+
+/// JWT verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JwtConfig {
+    /// `HS256`, `RS256` or `ES256`; empty turns JWT off. Default empty.
+    pub algorithm: String,
+    /// The HS256 shared secret. Default empty.
+    pub secret: String,
+    /// PEM public key file for RS256 or ES256. Default empty.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp`, in seconds. Default 5.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self { algorithm: String::new(), secret: String::new(), public_key_file: None, leeway_s: 5 }
+    }
+}
+
+/// One namespace's policy, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NamespaceSection {
+    /// Clients may publish. Default true.
+    pub allow_publish: bool,
+    /// Anonymous clients may subscribe. Default true.
+    pub allow_anonymous: bool,
+    /// Clients may ask for presence. Default false.
+    pub presence: bool,
+    /// Subscribers get join and leave events. Default false.
+    pub join_leave: bool,
+    /// Publications kept per channel for history and recovery. Default 0.
+    pub history_size: usize,
+    /// How long kept publications live, in milliseconds; 0 keeps them until pushed out. Default 0.
+    pub history_ttl_ms: u64,
+    /// Largest `data` a client may publish, in bytes. Default 65,536.
+    pub max_payload_bytes: usize,
+    /// `disconnect` (close with 4000) or `drop` (drop the message). Default `disconnect`.
+    pub slow_consumer: SlowConsumer,
+}
+
+impl Default for NamespaceSection {
+    fn default() -> Self {
+        let d = NamespaceConfig::default();
+        Self {
+            allow_publish: d.allow_publish,
+            allow_anonymous: d.allow_anonymous,
+            presence: d.presence,
+            join_leave: d.join_leave,
+            history_size: d.history_size,
+            history_ttl_ms: d.history_ttl_ms,
+            max_payload_bytes: d.max_payload,
+            slow_consumer: SlowConsumer::Disconnect,
+        }
+    }
+}
+
+impl NamespaceSection {
+    fn to_core(&self) -> NamespaceConfig {
+        NamespaceConfig::default()
+            .allow_publish(self.allow_publish)
+            .allow_anonymous(self.allow_anonymous)
+            .presence(self.presence)
+            .join_leave(self.join_leave)
+            .history(self.history_size, self.history_ttl_ms)
+            .max_payload(self.max_payload_bytes)
+            .slow_consumer(match self.slow_consumer {
+                SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,
+                SlowConsumer::Drop => SlowConsumerPolicy::DropMessage,
+            })
+    }
+}
+
+/// The slow-consumer policy, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    /// Close with 4000.
+    #[default]
+    Disconnect,
+    /// Drop the message.
+    Drop,
+}
+
+/// TLS; on when both files are set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// PEM certificate chain file. Default none.
+    pub cert: Option<PathBuf>,
+    /// PEM private key file. Default none.
+    pub key: Option<PathBuf>,
+}
+
+/// The HTTP API for backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// Keys accepted in `Authorization: apikey <key>`; the API is off while empty. Default empty.
+    pub keys: Vec<String>,
+    /// Largest request body. Default 1 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { keys: Vec::new(), max_body_bytes: 1024 * 1024 }
+    }
+}
+
+/// The raw relay endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RelayConfig {
+    /// Serve `/relay/{room}`. Default true.
+    pub enabled: bool,
+    /// Send each frame back to its sender too. Default false.
+    pub echo: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { enabled: true, echo: false }
+    }
+}
+
+/// Prometheus metrics and the health endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Serve `/metrics`. Default true.
+    pub enabled: bool,
+    /// A separate admin listener for `/metrics`, `/healthz` and `/readyz`; unset serves them on `listen`. Default unset.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, admin_listen: None }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `ws_transport=debug`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Graceful drain on SIGTERM/SIGINT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DrainConfig {
+    /// Clients are told to reconnect after a delay spread uniformly over this window. Default 5,000 ms.
+    pub window_ms: u64,
+    /// Queued messages are flushed within this deadline, then the process exits. Default 10,000 ms.
+    pub deadline_ms: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self { window_ms: 5_000, deadline_ms: 10_000 }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key, the value and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file, variable or flag could not be read into the configuration (unknown key, wrong type).
+    #[error("{0}")]
+    Load(String),
+    /// A value is of the right type but not allowed.
+    #[error("invalid value for `{key}`: {value}: {allowed}")]
+    Invalid {
+        /// The key, dotted (`limits.max_message_bytes`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (when given), then
+    /// `WS_SERVER_*` environment variables, then `flags` (a TOML-shaped overlay
+    /// of the flags given); later sources win. Then validates it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the key at fault and where its value came from.
+    pub fn load(file: Option<&Path>, flags: &toml::Table) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Load(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .merge(Serialized::defaults(flags.clone()))
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that have the right type but are not allowed.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
+            Err(ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() })
+        };
+        for (key, path) in [("paths.ws", &self.paths.ws), ("paths.relay", &self.paths.relay)] {
+            if !path.starts_with('/') || path.len() < 2 || path.contains(char::is_whitespace) {
+                return invalid(key, &format!("{path:?}"), "a path starting with `/`, with no spaces");
+            }
+        }
+        let positive: [(&str, u64); 11] = [
+            ("limits.max_connections", self.limits.max_connections as u64),
+            ("limits.max_connections_per_ip", self.limits.max_connections_per_ip as u64),
+            ("limits.max_fragments", self.limits.max_fragments as u64),
+            ("limits.handshake_timeout_ms", self.limits.handshake_timeout_ms),
+            ("limits.write_timeout_ms", self.limits.write_timeout_ms),
+            ("limits.rate_per_sec", u64::from(self.limits.rate_per_sec)),
+            ("limits.rate_burst", u64::from(self.limits.rate_burst)),
+            ("limits.max_channels_per_conn", self.limits.max_channels_per_conn as u64),
+            ("heartbeat.interval_ms", self.heartbeat.interval_ms),
+            ("queue.messages", self.queue.messages as u64),
+            ("drain.deadline_ms", self.drain.deadline_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(key, &value, "must be at least 1");
+            }
+        }
+        if !(125..=(1 << 30)).contains(&self.limits.max_message_bytes) {
+            return invalid(
+                "limits.max_message_bytes",
+                &self.limits.max_message_bytes,
+                "must be from 125 to 1073741824",
+            );
+        }
+        if self.limits.max_header_bytes < 1024 {
+            return invalid("limits.max_header_bytes", &self.limits.max_header_bytes, "must be at least 1024");
+        }
+        if self.heartbeat.pong_timeout_ms <= self.heartbeat.interval_ms {
+            return invalid(
+                "heartbeat.pong_timeout_ms",
+                &self.heartbeat.pong_timeout_ms,
+                "must be greater than heartbeat.interval_ms",
+            );
+        }
+        if self.queue.bytes < self.limits.max_message_bytes {
+            return invalid("queue.bytes", &self.queue.bytes, "must be at least limits.max_message_bytes");
+        }
+        for origin in &self.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return invalid("allowed_origins", &format!("{origin:?}"), "each must start with http:// or https://");
+            }
+        }
+        for name in self.namespaces.keys() {
+            if name.is_empty() || name.contains(':') || ws_protocol::validate_channel(name).is_err() {
+                return invalid(
+                    "namespaces",
+                    &format!("{name:?}"),
+                    "namespace names use A-Z a-z 0-9 _ - . @ / = # and no `:`",
+                );
+            }
+        }
+        let jwt = &self.auth.jwt;
+        match jwt.algorithm.as_str() {
+            "" => {}
+            "HS256" if jwt.secret.len() < 16 => {
+                return invalid("auth.jwt.secret", &"<hidden>", "HS256 needs a secret of at least 16 bytes");
+            }
+            "HS256" => {}
+            "RS256" | "ES256" if jwt.public_key_file.is_none() => {
+                return invalid("auth.jwt.public_key_file", &"<unset>", "RS256 and ES256 need a PEM public key file");
+            }
+            "RS256" | "ES256" => {}
+            other => {
+                return invalid(
+                    "auth.jwt.algorithm",
+                    &format!("{other:?}"),
+                    "one of \"HS256\", \"RS256\", \"ES256\" or empty",
+                )
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls", &"one of cert and key", "set both tls.cert and tls.key, or neither");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    /// The hub's namespaces.
+    #[must_use]
+    pub fn hub_namespaces(&self) -> Namespaces {
+        self.namespaces.iter().fold(Namespaces::new(self.namespace.to_core()), |ns, (name, section)| {
+            ns.with(name.clone(), section.to_core())
+        })
+    }
+}
+
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let key = if key.is_empty() { String::new() } else { format!("key `{key}`: ") };
+            let source = if source.is_empty() { String::new() } else { format!(" (from {source})") };
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

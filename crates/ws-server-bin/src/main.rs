@@ -1,0 +1,82 @@
+//! `ws-server`: parse the command line and configuration, install logging, serve until a signal, drain, exit.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser as _;
+use ws_server::{Cli, Command, Config, Server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ws-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.command {
+        Some(Command::CheckConfig { file }) => Some(file.as_path()),
+        _ => cli.config.as_deref(),
+    };
+    let config = Config::load(file, &cli.overlay())?;
+    match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            println!("{}: configuration is valid", file.display());
+            return Ok(());
+        }
+        Some(Command::GenToken { user, ttl }) => {
+            if config.auth.jwt.algorithm != "HS256" {
+                anyhow::bail!("gen-token needs auth.jwt.algorithm = \"HS256\" and auth.jwt.secret");
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            println!("{}", ws_server::hs256_token(&config.auth.jwt.secret, &user, now, ttl.as_secs())?);
+            return Ok(());
+        }
+        _ => {}
+    }
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    ws_server::init_logging(&config.log, std::io::stderr)?;
+    let mut runtime = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if config.workers > 1 {
+            b.worker_threads(config.workers);
+        }
+        b
+    };
+    runtime.enable_all().build()?.block_on(async move {
+        let server = Server::bind(config).await?;
+        server.run(shutdown_signal()).await
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

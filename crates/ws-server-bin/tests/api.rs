@@ -1,0 +1,144 @@
+//! The HTTP API for backends, through the real server: every endpoint and every error.
+
+mod common;
+
+use common::{config, http, next_json, send_json, start, ws_connect};
+use serde_json::json;
+
+const KEY: &str = "test-api-key";
+
+fn api_config() -> ws_server::Config {
+    let mut c = config();
+    c.api.keys = vec![KEY.into()];
+    c.api.max_body_bytes = 1024;
+    let mut history = ws_server::NamespaceSection::default();
+    history.history_size = 10;
+    history.history_ttl_ms = 60_000;
+    c.namespaces.insert("h".into(), history);
+    c
+}
+
+const AUTH: (&str, &str) = ("Authorization", "apikey test-api-key");
+
+#[tokio::test]
+async fn publish_and_broadcast_reach_subscribers() {
+    let server = start(api_config()).await;
+    let mut ws = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    for channel in ["news", "h:log"] {
+        send_json(&mut ws, json!({"type":"subscribe","channel":channel})).await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    }
+    let body = json!({"channel":"news","data":{"headline":"hi"},"event":"breaking"}).to_string();
+    let r = http(server.addr, "POST", "/api/publish", &[AUTH], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"offset": 1}));
+    let got = next_json(&mut ws).await;
+    assert_eq!(got, json!({"type":"message","channel":"news","offset":1,"event":"breaking","data":{"headline":"hi"}}));
+
+    let body = json!({"channels":["news","h:log"],"data":7}).to_string();
+    let r = http(server.addr, "POST", "/api/broadcast", &[AUTH], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"offsets": {"news": 2, "h:log": 1}}));
+    let mut seen = [next_json(&mut ws).await, next_json(&mut ws).await];
+    seen.sort_by_key(|m| m["channel"].as_str().unwrap().to_owned());
+    assert_eq!(seen[0]["channel"], "h:log");
+    assert_eq!(seen[1]["offset"], 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn channels_presence_history_stats_and_disconnect() {
+    let server = start(api_config()).await;
+    let mut ws = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    let conn_id = next_json(&mut ws).await["conn_id"].as_str().unwrap().to_owned();
+    send_json(&mut ws, json!({"type":"subscribe","channel":"h:x"})).await;
+    next_json(&mut ws).await;
+    for i in 0..3 {
+        let body = json!({"channel":"h:x","data":i}).to_string();
+        assert_eq!(http(server.addr, "POST", "/api/publish", &[AUTH], body.as_bytes()).await.status, 200);
+    }
+
+    let r = http(server.addr, "GET", "/api/channels", &[AUTH], b"").await;
+    assert_eq!(r.json(), json!({"channels":[{"channel":"h:x","subscribers":1}]}));
+
+    let r = http(server.addr, "GET", "/api/presence/h:x", &[AUTH], b"").await;
+    assert_eq!(r.json(), json!({"clients":[{"conn_id":conn_id,"user_id":null}]}));
+
+    let r = http(server.addr, "GET", "/api/history/h:x?limit=2", &[AUTH], b"").await;
+    let body = r.json();
+    assert_eq!(body["offset"], 3);
+    assert!(body["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    let offsets: Vec<u64> =
+        body["messages"].as_array().unwrap().iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, vec![2, 3]);
+    assert_eq!(body["messages"][1]["data"], 2);
+
+    let r = http(server.addr, "GET", "/api/stats", &[AUTH], b"").await;
+    let stats = r.json();
+    assert_eq!(stats["connections"], 1);
+    assert_eq!(stats["publications"], 3);
+
+    let body = json!({"conn_id": conn_id}).to_string();
+    let r = http(server.addr, "POST", "/api/disconnect", &[AUTH], body.as_bytes()).await;
+    assert_eq!(r.json(), json!({"disconnected": 1}));
+    // Drain the three messages, then the disconnect frame and close 1008.
+    for _ in 0..3 {
+        assert_eq!(next_json(&mut ws).await["type"], "message");
+    }
+    let d = next_json(&mut ws).await;
+    assert_eq!((d["type"].as_str(), d["code"].as_u64()), (Some("disconnect"), Some(1008)));
+    assert_eq!(common::close_code(&mut ws).await, 1008);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_have_the_documented_status_and_body() {
+    let server = start(api_config()).await;
+    let a = server.addr;
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        ("POST", "/api/publish", vec![], b"{}".to_vec(), 401, "unauthorized"),
+        ("POST", "/api/publish", vec![("Authorization", "apikey wrong")], b"{}".to_vec(), 401, "unauthorized"),
+        ("POST", "/api/publish", vec![("Authorization", "Bearer test-api-key")], b"{}".to_vec(), 401, "unauthorized"),
+        ("POST", "/api/publish", vec![AUTH], b"not json".to_vec(), 400, "bad_request"),
+        ("POST", "/api/publish", vec![AUTH], br#"{"channel":"bad name","data":1}"#.to_vec(), 400, "bad_request"),
+        ("POST", "/api/publish", vec![AUTH], br#"{"channel":"x"}"#.to_vec(), 400, "bad_request"),
+        ("POST", "/api/publish", vec![AUTH], br#"{"channel":"x","data":1,"extra":1}"#.to_vec(), 400, "bad_request"),
+        ("POST", "/api/broadcast", vec![AUTH], br#"{"channels":[],"data":1}"#.to_vec(), 400, "bad_request"),
+        (
+            "POST",
+            "/api/broadcast",
+            vec![AUTH],
+            br#"{"channels":["ok","no way"],"data":1}"#.to_vec(),
+            400,
+            "bad_request",
+        ),
+        ("POST", "/api/disconnect", vec![AUTH], br#"{}"#.to_vec(), 400, "bad_request"),
+        ("POST", "/api/disconnect", vec![AUTH], br#"{"conn_id":"xyz"}"#.to_vec(), 400, "bad_request"),
+        ("GET", "/api/history/x?limit=-1", vec![AUTH], vec![], 400, "bad_request"),
+        ("GET", "/api/nothing", vec![AUTH], vec![], 404, "not_found"),
+        ("GET", "/api/publish", vec![AUTH], vec![], 404, "not_found"),
+        ("POST", "/api/publish", vec![AUTH], vec![b' '; 2048], 413, "too_large"),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = http(a, method, path, &headers, &body).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        let json = r.json();
+        assert_eq!(json["error"], code, "{method} {path}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}");
+    }
+    // A bad broadcast published nothing.
+    let r = http(a, "GET", "/api/stats", &[AUTH], b"").await;
+    assert_eq!(r.json()["publications"], 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_api_is_off_without_keys() {
+    let server = start(config()).await;
+    let r = http(server.addr, "POST", "/api/publish", &[AUTH], br#"{"channel":"x","data":1}"#).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,149 @@
+//! The configuration through the real binary: precedence, refusal of unknown keys and bad values,
+//! `--print-config`, `check-config` and `gen-token`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ws_server(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws-server"));
+    cmd.args(args);
+    // Start from a clean slate: no WS_SERVER_* from the developer's shell.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WS_SERVER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("ws-server runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ws-server-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn printed(o: &Output) -> toml::Table {
+    assert!(o.status.success(), "stderr: {}", stderr(o));
+    stdout(o).parse().expect("--print-config prints TOML")
+}
+
+#[test]
+fn print_config_shows_the_defaults() {
+    let cfg = printed(&ws_server(&["--print-config"], &[]));
+    assert_eq!(cfg["listen"].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(cfg["limits"]["max_message_bytes"].as_integer(), Some(65536));
+    assert_eq!(cfg["heartbeat"]["interval_ms"].as_integer(), Some(25000));
+    assert_eq!(cfg["namespace"]["slow_consumer"].as_str(), Some("disconnect"));
+}
+
+#[test]
+fn flags_beat_environment_beat_file_beat_defaults() {
+    let file = temp_file(
+        "precedence.toml",
+        "listen = \"127.0.0.1:7000\"\n[limits]\nmax_connections = 11\nmax_fragments = 12\nrate_burst = 13\n",
+    );
+    let file = file.to_str().unwrap();
+    let env = [("WS_SERVER_LIMITS__MAX_CONNECTIONS", "21"), ("WS_SERVER_LIMITS__MAX_FRAGMENTS", "22")];
+    let cfg = printed(&ws_server(&["--config", file, "--max-connections", "31", "--print-config"], &env));
+    assert_eq!(cfg["limits"]["max_connections"].as_integer(), Some(31), "flag wins");
+    assert_eq!(cfg["limits"]["max_fragments"].as_integer(), Some(22), "environment beats file");
+    assert_eq!(cfg["limits"]["rate_burst"].as_integer(), Some(13), "file beats default");
+    assert_eq!(cfg["listen"].as_str(), Some("127.0.0.1:7000"));
+    assert_eq!(cfg["limits"]["rate_per_sec"].as_integer(), Some(100), "default stays");
+}
+
+#[test]
+fn the_example_config_is_valid_and_complete() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/ws-server.example.toml");
+    let out = ws_server(&["check-config", example], &[]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("configuration is valid"));
+    // Every key of the effective configuration appears in the example, so the example documents them all.
+    let text = std::fs::read_to_string(example).unwrap();
+    let cfg = printed(&ws_server(&["--print-config"], &[]));
+    fn keys(table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            out.push(k.clone());
+            if let Some(t) = v.as_table() {
+                keys(t, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    keys(&cfg, &mut all);
+    for key in all {
+        assert!(text.contains(&key), "the example config does not mention `{key}`");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let file = temp_file("unknown.toml", "[limits]\nmax_conections = 5\n");
+    let out = ws_server(&["check-config", file.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("max_conections"), "{err}");
+    let out = ws_server(&["--print-config"], &[("WS_SERVER_LIMITS__NOPE", "1")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_values_name_the_key_the_value_and_what_is_allowed() {
+    let cases: [(&str, &[&str]); 4] = [
+        ("[limits]\nmax_message_bytes = 10\n", &["limits.max_message_bytes", "10", "125"]),
+        ("[limits]\nmax_connections = \"many\"\n", &["max_connections", "many"]),
+        ("[heartbeat]\ninterval_ms = 5000\npong_timeout_ms = 4000\n", &["heartbeat.pong_timeout_ms", "4000"]),
+        ("[auth.jwt]\nalgorithm = \"HS512\"\n", &["auth.jwt.algorithm", "HS512", "HS256"]),
+    ];
+    for (i, (text, wants)) in cases.iter().enumerate() {
+        let file = temp_file(&format!("bad{i}.toml"), text);
+        let out = ws_server(&["check-config", file.to_str().unwrap()], &[]);
+        assert!(!out.status.success(), "{text}");
+        let err = stderr(&out);
+        for want in *wants {
+            assert!(err.contains(want), "{text}: error {err:?} lacks {want:?}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_config_serves_nothing() {
+    // With an invalid value the process must exit, not start serving.
+    let out = ws_server(&["--listen", "127.0.0.1:0", "--max-message-bytes", "3"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("limits.max_message_bytes"));
+}
+
+#[test]
+fn gen_token_makes_a_token_the_server_accepts() {
+    let env = [("WS_SERVER_AUTH__JWT__ALGORITHM", "HS256"), ("WS_SERVER_AUTH__JWT__SECRET", "0123456789abcdef-secret")];
+    let out = ws_server(&["gen-token", "--user", "42", "--ttl", "1h"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_owned();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let data = jsonwebtoken::decode::<ws_server::Claims>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef-secret"),
+        &validation,
+    )
+    .expect("the token verifies with the configured secret");
+    assert_eq!(data.claims.sub, "42");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 3500..=now + 3700).contains(&data.claims.exp));
+    // Without an HS256 secret there is nothing to sign with.
+    let out = ws_server(&["gen-token", "--user", "42"], &[]);
+    assert!(!out.status.success());
+}

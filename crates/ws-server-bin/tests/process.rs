@@ -1,0 +1,178 @@
+//! The real `ws-server` process: graceful drain on SIGTERM, and logs that never carry a token.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{close_code, http, next_json, send_json, ws_connect};
+use serde_json::json;
+
+/// A running `ws-server` with its JSON log lines arriving on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ws-server"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ws-server starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for the first log line whose message is `message` and returns it.
+    fn wait_for(&mut self, message: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == message {
+                        return v;
+                    }
+                }
+            }
+        }
+        panic!("no `{message}` log line; saw:\n{}", self.seen.join("\n"));
+    }
+
+    fn addr(v: &serde_json::Value, field: &str) -> SocketAddr {
+        v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}")).parse().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok);
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ws-server did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every log line so far, after the process has exited.
+    fn all_logs(&mut self) -> String {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_readiness_first_then_spread_disconnects_flush_and_exit_zero() {
+    const CLIENTS: usize = 5;
+    const WINDOW: u64 = 4_000;
+    let mut proc = Proc::spawn(
+        &["--admin-listen", "127.0.0.1:0"],
+        &[("WS_SERVER_DRAIN__WINDOW_MS", "4000"), ("WS_SERVER_DRAIN__DEADLINE_MS", "5000")],
+    );
+    let listening = proc.wait_for("listening");
+    let (addr, admin) = (Proc::addr(&listening, "addr"), Proc::addr(&listening, "admin"));
+
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut ws = ws_connect(addr, "/ws", &[]).await.unwrap();
+        next_json(&mut ws).await;
+        send_json(&mut ws, json!({"type":"subscribe","channel":"d"})).await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        clients.push(ws);
+    }
+    // Queue messages nobody has read yet: the drain must flush them before closing.
+    for i in 0..50 {
+        send_json(&mut clients[0], json!({"type":"publish","channel":"d","data":i})).await;
+    }
+    assert_eq!(http(admin, "GET", "/readyz", &[], b"").await.status, 200);
+    proc.signal("-TERM");
+
+    // Readiness turns 503 while the clients have not yet closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = http(admin, "GET", "/readyz", &[], b"").await.status;
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // New connections are refused.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err() || ws_connect(addr, "/ws", &[]).await.is_err());
+
+    let mut hints = Vec::new();
+    for ws in &mut clients {
+        let mut data = Vec::new();
+        let disconnect = loop {
+            let m = next_json(ws).await;
+            match m["type"].as_str() {
+                Some("message") => data.push(m["data"].as_u64().unwrap()),
+                Some("disconnect") => break m,
+                _ => panic!("unexpected {m}"),
+            }
+        };
+        assert_eq!(data, (0..50).collect::<Vec<_>>(), "every queued message arrives before the disconnect");
+        assert_eq!(disconnect["code"], 1001);
+        hints.push(disconnect["reconnect_after_ms"].as_u64().unwrap());
+        assert_eq!(close_code(ws).await, 1001);
+    }
+    hints.sort_unstable();
+    hints.dedup();
+    assert_eq!(hints.len(), CLIENTS, "every client gets its own reconnect hint: {hints:?}");
+    assert!(hints.iter().all(|h| *h <= WINDOW), "{hints:?}");
+    assert!(hints[CLIENTS - 1] - hints[0] >= WINDOW / 2, "hints spread over the window: {hints:?}");
+    let status = proc.wait_exit();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_an_authenticated_connection_never_carry_the_token() {
+    const TOKEN: &str = "secret-api-key-0123456789";
+    let mut proc = Proc::spawn(&["--log-level", "debug"], &[(&format!("WS_SERVER_AUTH__API_KEYS__{TOKEN}"), "alice")]);
+    let addr = Proc::addr(&proc.wait_for("listening"), "addr");
+    let mut by_query = ws_connect(addr, &format!("/ws?token={TOKEN}&x=1"), &[]).await.unwrap();
+    assert_eq!(next_json(&mut by_query).await["user_id"], "alice");
+    let mut by_header = ws_connect(addr, "/ws", &[("Authorization", &format!("Bearer {TOKEN}"))]).await.unwrap();
+    assert_eq!(next_json(&mut by_header).await["user_id"], "alice");
+    assert_eq!(ws_connect(addr, "/ws?token=wrong-secret-token", &[]).await.err(), Some(401));
+    drop((by_query, by_header));
+    proc.signal("-TERM");
+    assert!(proc.wait_exit().success());
+    let logs = proc.all_logs();
+    assert!(logs.contains("connection"), "the connections were logged:\n{logs}");
+    let lower = logs.to_lowercase();
+    assert!(!lower.contains(&TOKEN.to_lowercase()), "a token leaked into the logs:\n{logs}");
+    assert!(!logs.contains("wrong-secret-token"), "a refused token leaked into the logs:\n{logs}");
+}
