@@ -82,10 +82,10 @@ impl Hub {
             }
             Command::Publish { channel, data } => {
                 let policy = self.authorize(entry, &channel, Action::Publish)?;
-                if data.len() > policy.max_payload {
+                if data.len() > policy.max_payload_bytes {
                     return Err(CommandError::new(
                         ErrorCode::LimitExceeded,
-                        format!("data is {} bytes; this channel allows {}", data.len(), policy.max_payload),
+                        format!("data is {} bytes; this channel allows {}", data.len(), policy.max_payload_bytes),
                     ));
                 }
                 let offset = self.publish(&channel, data);

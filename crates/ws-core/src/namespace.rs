@@ -3,19 +3,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What the hub does when a subscriber's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the hub does when a subscriber's queue is full. In configuration files: `"disconnect"` or `"drop"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SlowConsumerPolicy {
     /// Close the connection with 4000; the client reconnects and recovers. The default.
     #[default]
+    #[serde(rename = "disconnect")]
     Disconnect,
     /// Drop this message for this subscriber and count the drop.
+    #[serde(rename = "drop")]
     DropMessage,
 }
 
-/// The policy of one namespace (PROTOCOL.md, "Channels").
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The policy of one namespace (PROTOCOL.md, "Channels"). It (de)serializes with these field names, every
+/// field optional and unknown fields refused, so a server can read it straight from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct NamespaceConfig {
     /// May clients publish? Default `true`.
@@ -31,7 +35,7 @@ pub struct NamespaceConfig {
     /// How long a kept publication stays, in milliseconds; 0 means until pushed out. Default 0.
     pub history_ttl_ms: u64,
     /// The largest `data` a client may publish, in bytes. Default 65,536.
-    pub max_payload: usize,
+    pub max_payload_bytes: usize,
     /// What happens when a subscriber's queue is full. Default [`SlowConsumerPolicy::Disconnect`].
     pub slow_consumer: SlowConsumerPolicy,
 }
@@ -45,7 +49,7 @@ impl Default for NamespaceConfig {
             join_leave: false,
             history_size: 0,
             history_ttl_ms: 0,
-            max_payload: 64 * 1024,
+            max_payload_bytes: 64 * 1024,
             slow_consumer: SlowConsumerPolicy::Disconnect,
         }
     }
@@ -83,10 +87,10 @@ impl NamespaceConfig {
         self.history_ttl_ms = ttl_ms;
         self
     }
-    /// Sets [`Self::max_payload`].
+    /// Sets [`Self::max_payload_bytes`].
     #[must_use]
-    pub fn max_payload(mut self, bytes: usize) -> Self {
-        self.max_payload = bytes;
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
         self
     }
     /// Sets [`Self::slow_consumer`].

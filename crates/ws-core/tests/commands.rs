@@ -190,7 +190,7 @@ fn namespace_rules_publish_anonymous_and_payload() {
     let ns = Namespaces::default()
         .with("ro", NamespaceConfig::default().allow_publish(false))
         .with("members", NamespaceConfig::default().allow_anonymous(false))
-        .with("small", NamespaceConfig::default().max_payload(8));
+        .with("small", NamespaceConfig::default().max_payload_bytes(8));
     let sim = sim_with(ns);
     let anon = sim.connect();
     let user = sim.connect_user("1");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use ws_core::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
+use ws_core::{NamespaceConfig, Namespaces};
 
 /// The prefix of environment variables; nested keys are joined with `__`
 /// (`WS_SERVER_LIMITS__MAX_CONNECTIONS=5000`).
@@ -35,9 +35,9 @@ pub struct Config {
     /// Client authentication.
     pub auth: AuthConfig,
     /// The default namespace's policy (channels with no `:`, and namespaces not listed).
-    pub namespace: NamespaceSection,
+    pub namespace: NamespaceConfig,
     /// Named namespaces: `[namespaces.chat]`.
-    pub namespaces: BTreeMap<String, NamespaceSection>,
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// TLS.
     pub tls: TlsConfig,
     /// The HTTP API for backends.
@@ -63,7 +63,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             queue: QueueConfig::default(),
             auth: AuthConfig::default(),
-            namespace: NamespaceSection::default(),
+            namespace: NamespaceConfig::default(),
             namespaces: BTreeMap::new(),
             tls: TlsConfig::default(),
             api: ApiConfig::default(),
@@ -211,72 +211,6 @@ impl Default for JwtConfig {
     fn default() -> Self {
         Self { algorithm: String::new(), secret: String::new(), public_key_file: None, leeway_s: 5 }
     }
-}
-
-/// One namespace's policy, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct NamespaceSection {
-    /// Clients may publish. Default true.
-    pub allow_publish: bool,
-    /// Anonymous clients may subscribe. Default true.
-    pub allow_anonymous: bool,
-    /// Clients may ask for presence. Default false.
-    pub presence: bool,
-    /// Subscribers get join and leave events. Default false.
-    pub join_leave: bool,
-    /// Publications kept per channel for history and recovery. Default 0.
-    pub history_size: usize,
-    /// How long kept publications live, in milliseconds; 0 keeps them until pushed out. Default 0.
-    pub history_ttl_ms: u64,
-    /// Largest `data` a client may publish, in bytes. Default 65,536.
-    pub max_payload_bytes: usize,
-    /// `disconnect` (close with 4000) or `drop` (drop the message). Default `disconnect`.
-    pub slow_consumer: SlowConsumer,
-}
-
-impl Default for NamespaceSection {
-    fn default() -> Self {
-        let d = NamespaceConfig::default();
-        Self {
-            allow_publish: d.allow_publish,
-            allow_anonymous: d.allow_anonymous,
-            presence: d.presence,
-            join_leave: d.join_leave,
-            history_size: d.history_size,
-            history_ttl_ms: d.history_ttl_ms,
-            max_payload_bytes: d.max_payload,
-            slow_consumer: SlowConsumer::Disconnect,
-        }
-    }
-}
-
-impl NamespaceSection {
-    fn to_core(&self) -> NamespaceConfig {
-        NamespaceConfig::default()
-            .allow_publish(self.allow_publish)
-            .allow_anonymous(self.allow_anonymous)
-            .presence(self.presence)
-            .join_leave(self.join_leave)
-            .history(self.history_size, self.history_ttl_ms)
-            .max_payload(self.max_payload_bytes)
-            .slow_consumer(match self.slow_consumer {
-                SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,
-                SlowConsumer::Drop => SlowConsumerPolicy::DropMessage,
-            })
-    }
-}
-
-/// The slow-consumer policy, as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SlowConsumer {
-    /// Close with 4000.
-    #[default]
-    Disconnect,
-    /// Drop the message.
-    Drop,
 }
 
 /// TLS; on when both files are set.
@@ -528,9 +462,9 @@ impl Config {
     /// The hub's namespaces.
     #[must_use]
     pub fn hub_namespaces(&self) -> Namespaces {
-        self.namespaces.iter().fold(Namespaces::new(self.namespace.to_core()), |ns, (name, section)| {
-            ns.with(name.clone(), section.to_core())
-        })
+        self.namespaces
+            .iter()
+            .fold(Namespaces::new(self.namespace.clone()), |ns, (name, policy)| ns.with(name.clone(), policy.clone()))
     }
 }
 

@@ -30,8 +30,7 @@ pub use auth::{hs256_token, AuthSetupError, Claims, ServerAuthenticator};
 pub use cli::{Cli, Command, LogFormatArg};
 pub use config::{
     ApiConfig, AuthConfig, Config, ConfigError, DrainConfig, HeartbeatConfig, JwtConfig, LimitsConfig, LogConfig,
-    LogFormat, MetricsConfig, NamespaceSection, PathsConfig, QueueConfig, RelayConfig, SlowConsumer, TlsConfig,
-    ENV_PREFIX,
+    LogFormat, MetricsConfig, PathsConfig, QueueConfig, RelayConfig, TlsConfig, ENV_PREFIX,
 };
 pub use logging::init as init_logging;
 pub use metrics::Metrics;

@@ -11,7 +11,7 @@ fn api_config() -> ws_server::Config {
     let mut c = config();
     c.api.keys = vec![KEY.into()];
     c.api.max_body_bytes = 1024;
-    let mut history = ws_server::NamespaceSection::default();
+    let mut history = ws_core::NamespaceConfig::default();
     history.history_size = 10;
     history.history_ttl_ms = 60_000;
     c.namespaces.insert("h".into(), history);

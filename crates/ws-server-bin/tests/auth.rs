@@ -117,7 +117,7 @@ async fn api_keys_map_to_their_user() {
 #[tokio::test]
 async fn the_channels_claim_grants_subscribe() {
     let mut c = jwt_config("HS256");
-    let mut members = ws_server::NamespaceSection::default();
+    let mut members = ws_core::NamespaceConfig::default();
     members.allow_anonymous = false;
     c.namespaces.insert("team".into(), members);
     c.auth.anonymous = true;
