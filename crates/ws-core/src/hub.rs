@@ -33,11 +33,22 @@ pub struct HubConfig {
     pub max_channels_per_conn: usize,
     /// This node's id, put in the top 16 bits of every connection id so ids are unique across nodes. Default 0.
     pub node_id: u16,
+    /// The most messages one recovery replays; a longer gap answers `recovered: false`. Keep it below the
+    /// transport's send queue, which must hold the whole replay at once. Default 512.
+    pub max_recovery_messages: usize,
+    /// The most bytes one recovery replays; a larger gap answers `recovered: false`. Default 2 MiB.
+    pub max_recovery_bytes: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { namespaces: Namespaces::default(), max_channels_per_conn: 1024, node_id: 0 }
+        Self {
+            namespaces: Namespaces::default(),
+            max_channels_per_conn: 1024,
+            node_id: 0,
+            max_recovery_messages: 512,
+            max_recovery_bytes: 2 * 1024 * 1024,
+        }
     }
 }
 
@@ -58,6 +69,13 @@ impl HubConfig {
     #[must_use]
     pub fn node_id(mut self, id: u16) -> Self {
         self.node_id = id;
+        self
+    }
+    /// Sets [`Self::max_recovery_messages`] and [`Self::max_recovery_bytes`].
+    #[must_use]
+    pub fn max_recovery(mut self, messages: usize, bytes: usize) -> Self {
+        self.max_recovery_messages = messages;
+        self.max_recovery_bytes = bytes;
         self
     }
 }
@@ -600,8 +618,11 @@ impl Hub {
                 continue;
             }
             let id = entry.id();
-            let added = !state.subscribers.contains(id)
-                && !entry.gone.load(Relaxed)
+            // Re-checked under the channel lock: an unsubscribe or unregister that ran since the set was
+            // updated above must win, or the channel would keep a subscriber its connection no longer lists.
+            let wanted = !entry.gone.load(Relaxed) && entry.channels.lock().contains(channel);
+            let added = wanted
+                && !state.subscribers.contains(id)
                 && state.subscribers.insert(Subscriber {
                     id,
                     conn: Arc::clone(&entry.conn),
@@ -617,11 +638,16 @@ impl Hub {
             if policy.history_ttl_ms > 0 {
                 state.history.expire(self.now_ms(), policy.history_ttl_ms);
             }
+            let limits = (self.inner.config.max_recovery_messages, self.inner.config.max_recovery_bytes);
             let (recovered, replay) = match recover {
                 None => (None, Vec::new()),
+                // Already subscribed: everything since was delivered live, so there is nothing to replay.
+                Some(_) if !added => (Some(true), Vec::new()),
                 Some(pos) if policy.history_size > 0 && *pos.epoch == *state.epoch => {
                     match state.history.frames_after(pos.offset, state.offset) {
-                        Some(frames) if pos.offset <= state.offset => (Some(true), frames),
+                        // A replay that would overflow the connection's queue is refused whole: the client
+                        // reloads its state instead of losing part of it or being closed as a slow consumer.
+                        Some(frames) if pos.offset <= state.offset && fits(&frames, limits) => (Some(true), frames),
                         _ => (Some(false), Vec::new()),
                     }
                 }
@@ -796,6 +822,11 @@ impl Hub {
             .map_err(|d| CommandError::new(d.code, d.message))?;
         Ok(policy)
     }
+}
+
+/// Whether a replay stays within `(messages, bytes)`.
+fn fits(frames: &[Bytes], (messages, bytes): (usize, usize)) -> bool {
+    frames.len() <= messages && frames.iter().map(Bytes::len).sum::<usize>() <= bytes
 }
 
 fn json_string(s: &str) -> Json {

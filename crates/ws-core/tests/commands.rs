@@ -441,3 +441,42 @@ fn disconnect_cleans_every_subscription() {
     assert!(sim.hub.user_connections("u").is_empty());
     assert!(sim.hub.connection(a.id()).is_none());
 }
+
+#[test]
+fn recovery_too_large_for_the_queue_is_refused_whole() {
+    let ns = Namespaces::default().with("h", NamespaceConfig::default().history(100, 60_000));
+    let sim = Sim::with_config(HubConfig::default().namespaces(ns).max_recovery(3, 1 << 20));
+    let (keeper, publisher) = (sim.connect(), sim.connect());
+    let ServerMessage::Subscribed { epoch, .. } = only(sim.request(&keeper, r#"{"type":"subscribe","channel":"h:x"}"#))
+    else {
+        panic!()
+    };
+    publish_n(&sim, &publisher, "h:x", 4);
+    let b = sim.connect();
+    let got = subscribe_recover(&sim, &b, "h:x", &epoch, 0);
+    assert!(
+        matches!(got[..], [ServerMessage::Subscribed { recovered: Some(false), missed: Some(0), offset: 4, .. }]),
+        "{got:?}"
+    );
+    let c = sim.connect();
+    let got = subscribe_recover(&sim, &c, "h:x", &epoch, 1);
+    assert!(matches!(got[0], ServerMessage::Subscribed { recovered: Some(true), missed: Some(3), .. }), "{got:?}");
+    assert_eq!(got.len(), 4);
+}
+
+#[test]
+fn resubscribing_with_recover_replays_nothing_already_delivered() {
+    let sim = history_sim();
+    let (a, publisher) = (sim.connect(), sim.connect());
+    let ServerMessage::Subscribed { epoch, .. } = only(sim.request(&a, r#"{"type":"subscribe","channel":"h:x"}"#))
+    else {
+        panic!()
+    };
+    publish_n(&sim, &publisher, "h:x", 2);
+    assert_eq!(a.messages().len(), 2, "delivered live");
+    let got = subscribe_recover(&sim, &a, "h:x", &epoch, 0);
+    assert!(
+        matches!(got[..], [ServerMessage::Subscribed { recovered: Some(true), missed: Some(0), offset: 2, .. }]),
+        "{got:?}"
+    );
+}

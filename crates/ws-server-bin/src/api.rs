@@ -142,8 +142,9 @@ impl Api {
         }
     }
 
-    /// Whether the `Authorization: apikey <key>` header holds an accepted key.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// Whether the `Authorization: apikey <key>` header holds an accepted key; checked before a body is read.
+    #[must_use]
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return false;
         };
@@ -183,14 +184,14 @@ impl Api {
                     .collect();
                 ApiResponse::ok(&serde_json::json!({ "channels": channels }))
             }
-            (&Method::GET, "presence", Some(channel)) => match channel_name(channel) {
+            (&Method::GET, "presence", Some(channel)) => match channel_name(&decode_segment(channel)) {
                 Ok(channel) => {
                     let clients: Vec<ClientInfo> = self.hub.presence(&channel);
                     ApiResponse::ok(&serde_json::json!({ "clients": clients }))
                 }
                 Err(e) => e,
             },
-            (&Method::GET, "history", Some(channel)) => match channel_name(channel) {
+            (&Method::GET, "history", Some(channel)) => match channel_name(&decode_segment(channel)) {
                 Ok(channel) => self.history(&channel, query),
                 Err(e) => e,
             },
@@ -270,6 +271,11 @@ impl Api {
         };
         ApiResponse::ok(&serde_json::json!({ "disconnected": n }))
     }
+}
+
+/// Percent-decodes a path segment: user channels end in `#user`, which a URL must send as `%23user`.
+fn decode_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiResponse> {

@@ -96,7 +96,13 @@ impl ServerAuthenticator {
                 };
                 let mut validation = Validation::new(algorithm);
                 validation.leeway = config.jwt.leeway_s;
+                validation.validate_nbf = true;
                 validation.set_required_spec_claims(&["exp", "sub"]);
+                if config.jwt.audience.is_empty() {
+                    validation.validate_aud = false;
+                } else {
+                    validation.set_audience(&[config.jwt.audience.as_str()]);
+                }
                 Some(Jwt { key, validation })
             }
         };
@@ -117,6 +123,8 @@ impl ServerAuthenticator {
                 ErrorKind::InvalidSignature => "token signature is invalid",
                 ErrorKind::InvalidAlgorithm => "token algorithm is not accepted",
                 ErrorKind::MissingRequiredClaim(_) => "token lacks `sub` or `exp`",
+                ErrorKind::ImmatureSignature => "token is not valid yet",
+                ErrorKind::InvalidAudience => "token audience is not accepted",
                 _ => "token is malformed",
             };
             AuthError::Unauthorized(why.into())
@@ -132,7 +140,7 @@ impl ServerAuthenticator {
             .map_err(|_| AuthError::Unauthorized("token `channels` claim holds an invalid channel name".into()))?;
         // The transport closes the connection with 1008 when the token expires;
         // the leeway applies there too.
-        let expires_at_ms = (claims.exp + jwt.validation.leeway).saturating_mul(1000);
+        let expires_at_ms = claims.exp.saturating_add(jwt.validation.leeway).saturating_mul(1000);
         Ok(Identity::user(claims.sub).with_claims(data.claims).with_channels(channels).with_expiry(expires_at_ms))
     }
 }

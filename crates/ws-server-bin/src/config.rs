@@ -203,13 +203,21 @@ pub struct JwtConfig {
     pub secret: String,
     /// PEM public key file for RS256 or ES256. Default empty.
     pub public_key_file: Option<PathBuf>,
-    /// Clock skew allowed on `exp`, in seconds. Default 5.
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 5.
     pub leeway_s: u64,
+    /// The `aud` a token must carry; empty accepts any or none. Default empty.
+    pub audience: String,
 }
 
 impl Default for JwtConfig {
     fn default() -> Self {
-        Self { algorithm: String::new(), secret: String::new(), public_key_file: None, leeway_s: 5 }
+        Self {
+            algorithm: String::new(),
+            secret: String::new(),
+            public_key_file: None,
+            leeway_s: 5,
+            audience: String::new(),
+        }
     }
 }
 
@@ -417,6 +425,14 @@ impl Config {
         for origin in &self.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return invalid("allowed_origins", &format!("{origin:?}"), "each must start with http:// or https://");
+            }
+        }
+        let all = std::iter::once(("namespace".to_owned(), &self.namespace))
+            .chain(self.namespaces.iter().map(|(name, ns)| (format!("namespaces.{name}"), ns)));
+        for (key, ns) in all {
+            // Without a TTL, every channel ever published to would keep its history, and its memory, forever.
+            if ns.history_size > 0 && ns.history_ttl_ms == 0 {
+                return invalid(&format!("{key}.history_ttl_ms"), &0, "must be at least 1 when history_size is set");
             }
         }
         for name in self.namespaces.keys() {

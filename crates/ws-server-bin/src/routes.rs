@@ -84,13 +84,17 @@ impl Routes {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let endpoint = Api::endpoint(parts.uri.path());
+        // Check the key before reading anything: strangers get 401, not a buffered body.
+        let unauthorized = !api.authorized(&parts.headers);
         let declared_too_large = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
             .is_some_and(|n| n > api.max_body_bytes());
-        let response = if declared_too_large {
+        let response = if unauthorized {
+            api.handle(&parts.method, parts.uri.path(), None, &parts.headers, b"")
+        } else if declared_too_large {
             api.too_large()
         } else {
             // Read at most the limit: a body that keeps coming is cut off, never buffered whole.

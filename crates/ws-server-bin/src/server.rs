@@ -38,7 +38,9 @@ impl Server {
             .config(
                 HubConfig::default()
                     .namespaces(config.hub_namespaces())
-                    .max_channels_per_conn(config.limits.max_channels_per_conn),
+                    .max_channels_per_conn(config.limits.max_channels_per_conn)
+                    // A replay is queued at once, so it must fit the send queue with room to spare.
+                    .max_recovery(config.queue.messages / 2, config.queue.bytes / 2),
             )
             .build();
         let authenticator = ServerAuthenticator::new(&config.auth)?;
@@ -117,25 +119,25 @@ impl Server {
         let readiness = self.routes.readiness.clone();
         let addr = self.listener.local_addr()?;
         let admin_addr = self.admin_addr();
-        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        // The admin listener keeps answering (`/readyz` with 503) until the drain is over.
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let admin = self.admin.map(|listener| {
             let routes = Arc::clone(&self.routes);
-            let mut stop = drain_rx.clone();
             tokio::spawn(crate::admin::serve(listener, routes, async move {
-                let _ = stop.wait_for(|s| *s).await;
+                let _ = drained_rx.await;
             }))
         });
         let shutdown = async move {
             shutdown.await;
             tracing::info!("draining: readiness off, disconnecting clients");
             readiness.set_draining();
-            let _ = drain_tx.send(true);
         };
         match admin_addr {
             Some(admin) => tracing::info!(%addr, %admin, tls = self.config.tls.cert.is_some(), "listening"),
             None => tracing::info!(%addr, tls = self.config.tls.cert.is_some(), "listening"),
         }
         ws_transport::serve(self.listener, self.hub, self.transport, shutdown).await?;
+        let _ = drained_tx.send(());
         if let Some(admin) = admin {
             let _ = admin.await;
         }

@@ -99,6 +99,7 @@ async fn errors_have_the_documented_status_and_body() {
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
     let cases: Vec<Case<'_>> = vec![
         ("POST", "/api/publish", vec![], b"{}".to_vec(), 401, "unauthorized"),
+        ("POST", "/api/publish", vec![], vec![b' '; 4096], 401, "unauthorized"),
         ("POST", "/api/publish", vec![("Authorization", "apikey wrong")], b"{}".to_vec(), 401, "unauthorized"),
         ("POST", "/api/publish", vec![("Authorization", "Bearer test-api-key")], b"{}".to_vec(), 401, "unauthorized"),
         ("POST", "/api/publish", vec![AUTH], b"not json".to_vec(), 400, "bad_request"),
@@ -140,5 +141,24 @@ async fn the_api_is_off_without_keys() {
     let r = http(server.addr, "POST", "/api/publish", &[AUTH], br#"{"channel":"x","data":1}"#).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "not_found");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn user_channels_are_reachable_percent_encoded() {
+    let server = start(api_config()).await;
+    let mut ws = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    next_json(&mut ws).await;
+    server
+        .hub
+        .subscribe(server.hub.connection_ids()[0], &ws_protocol::ChannelName::new("h:inbox#42").unwrap())
+        .unwrap();
+    let body = json!({"channel":"h:inbox#42","data":"hi"}).to_string();
+    assert_eq!(http(server.addr, "POST", "/api/publish", &[AUTH], body.as_bytes()).await.status, 200);
+    let r = http(server.addr, "GET", "/api/presence/h:inbox%2342", &[AUTH], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["clients"].as_array().unwrap().len(), 1);
+    let r = http(server.addr, "GET", "/api/history/h:inbox%2342", &[AUTH], b"").await;
+    assert_eq!(r.json()["messages"][0]["data"], "hi");
     server.shutdown().await.unwrap();
 }

@@ -83,6 +83,7 @@ async fn refusals_are_401_with_a_json_body() {
         (format!("/ws?token={expired}"), "token expired"),
         (format!("/ws?token={no_sub}"), "token lacks"),
         ("/ws?token=garbage".to_owned(), "token is malformed"),
+        (format!("/ws?token={}", hs256(&json!({"sub":"42","exp": now() + 600, "nbf": now() + 300}))), "not valid yet"),
     ] {
         let r = http(
             server.addr,
@@ -147,5 +148,23 @@ async fn a_connection_is_closed_with_1008_when_its_token_expires() {
     let mut ws = ws_connect(server.addr, &format!("/ws?token={t}"), &[]).await.unwrap();
     welcome_user(&mut ws).await;
     assert_eq!(close_code(&mut ws).await, 1008);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_configured_audience_is_required() {
+    let mut c = jwt_config("HS256");
+    c.auth.jwt.audience = "ws-hub".into();
+    let server = start(c).await;
+    let right = hs256(&json!({"sub":"1","exp": now() + 600, "aud": "ws-hub"}));
+    let wrong = hs256(&json!({"sub":"1","exp": now() + 600, "aud": "other"}));
+    let mut ws = ws_connect(server.addr, &format!("/ws?token={right}"), &[]).await.unwrap();
+    assert_eq!(welcome_user(&mut ws).await, json!("1"));
+    assert_eq!(ws_connect(server.addr, &format!("/ws?token={wrong}"), &[]).await.err(), Some(401));
+    server.shutdown().await.unwrap();
+    // Without an audience configured, a token's `aud` is accepted whatever it says.
+    let server = start(jwt_config("HS256")).await;
+    let mut ws = ws_connect(server.addr, &format!("/ws?token={wrong}"), &[]).await.unwrap();
+    assert_eq!(welcome_user(&mut ws).await, json!("1"));
     server.shutdown().await.unwrap();
 }

@@ -101,7 +101,8 @@ fn unknown_keys_are_refused_with_their_name() {
 
 #[test]
 fn bad_values_name_the_key_the_value_and_what_is_allowed() {
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 5] = [
+        ("[namespaces.chat]\nhistory_size = 10\n", &["namespaces.chat.history_ttl_ms", "history_size"]),
         ("[limits]\nmax_message_bytes = 10\n", &["limits.max_message_bytes", "10", "125"]),
         ("[limits]\nmax_connections = \"many\"\n", &["max_connections", "many"]),
         ("[heartbeat]\ninterval_ms = 5000\npong_timeout_ms = 4000\n", &["heartbeat.pong_timeout_ms", "4000"]),

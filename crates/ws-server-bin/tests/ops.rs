@@ -128,3 +128,28 @@ async fn wss_works_end_to_end_with_a_generated_certificate() {
     assert!(!plain.starts_with(b"HTTP/1.1 200"));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn relay_rooms_work_and_turning_the_relay_off_leaves_other_routes_alone() {
+    let server = start(config()).await;
+    let mut a = ws_connect(server.addr, "/relay/room1", &[]).await.unwrap();
+    let mut b = ws_connect(server.addr, "/relay/room1", &[]).await.unwrap();
+    futures_util::SinkExt::send(&mut a, tokio_tungstenite::tungstenite::Message::Text("raw, not JSON".into()))
+        .await
+        .unwrap();
+    match b.next().await.unwrap().unwrap() {
+        tokio_tungstenite::tungstenite::Message::Text(t) => assert_eq!(t.as_str(), "raw, not JSON"),
+        other => panic!("{other:?}"),
+    }
+    server.shutdown().await.unwrap();
+
+    let mut c = config();
+    c.relay.enabled = false;
+    c.api.keys = vec!["k".into()];
+    let server = start(c).await;
+    assert_eq!(http(server.addr, "GET", "/readyz", &[], b"").await.status, 200);
+    assert_eq!(http(server.addr, "GET", "/", &[], b"").await.status, 200);
+    assert_eq!(http(server.addr, "GET", "/api/stats", &[("Authorization", "apikey k")], b"").await.status, 200);
+    assert_eq!(ws_connect(server.addr, "/relay/room1", &[]).await.err(), Some(404));
+    server.shutdown().await.unwrap();
+}

@@ -67,7 +67,8 @@ impl RateLimit {
 pub struct TransportConfig {
     /// The hub endpoint's path. Default `/ws`.
     pub ws_path: String,
-    /// The relay endpoint's path prefix; the rest of the path names the room. Default `/relay/`.
+    /// The relay endpoint's path prefix; the rest of the path names the room, and an empty prefix turns the
+    /// relay off. Default `/relay/`.
     pub relay_path_prefix: String,
     /// An endpoint that echoes every message back, on the exact read path and limits of the others; for
     /// conformance testing (`cargo xtask autobahn`). Default `None` (off).

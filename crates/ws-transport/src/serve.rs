@@ -160,7 +160,9 @@ async fn route(server: &Arc<Server>, request: Request<Incoming>, peer: SocketAdd
     if path == config.ws_path {
         return handshake::upgrade(server, request, peer, EndpointKind::Hub).await;
     }
-    if let Some(room) = path.strip_prefix(config.relay_path_prefix.as_str()) {
+    // An empty prefix turns the relay off (it would otherwise match every path).
+    let relay = Some(config.relay_path_prefix.as_str()).filter(|p| !p.is_empty());
+    if let Some(room) = relay.and_then(|prefix| path.strip_prefix(prefix)) {
         if ws_protocol::validate_channel(room).is_err() {
             return json_error(
                 StatusCode::BAD_REQUEST,

@@ -121,7 +121,13 @@ pub(crate) async fn run(reg: Registration, stream: Stream, read_buf: Bytes, peer
         reg,
     };
     session.rearm();
-    tracing::debug!(conn = %session.reg.id, %peer, endpoint = ?session.reg.endpoint, "connection open");
+    // The endpoint's name only: its `Debug` would print a relay room's members and their queued frames.
+    let endpoint = match &session.reg.endpoint {
+        Endpoint::Hub => "hub",
+        Endpoint::Relay { .. } => "relay",
+        Endpoint::Echo => "echo",
+    };
+    tracing::debug!(conn = %session.reg.id, %peer, endpoint, "connection open");
     session.run().await;
     session.reg.reason = session.reason.take();
 }
