@@ -3,11 +3,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use ws_protocol::{ClientFrame, Command, CommandId, ErrorCode, ServerMessage};
+use ws_protocol::{ChannelName, ClientFrame, Command, CommandId, ErrorCode, ServerMessage};
 
 use crate::conn::ConnId;
 use crate::handler::CustomCommand;
 use crate::hub::{CommandError, ConnEntry, Hub};
+use crate::namespace::NamespaceConfig;
 use crate::policy::Action;
 
 /// The most messages a `history` reply carries when the client gives no `limit`.
@@ -138,5 +139,22 @@ impl Hub {
             _ => return Err(CommandError::new(ErrorCode::UnknownType, "unknown message type")),
         }
         Ok(())
+    }
+}
+
+impl Hub {
+    /// Asks the authorizer; returns the channel's policy when the action is allowed.
+    pub(crate) fn authorize(
+        &self,
+        entry: &ConnEntry,
+        channel: &ChannelName,
+        action: Action,
+    ) -> Result<&Arc<NamespaceConfig>, CommandError> {
+        let policy = self.policy(channel);
+        self.inner
+            .authorizer
+            .authorize(&entry.identity, channel, policy, action)
+            .map_err(|d| CommandError::new(d.code, d.message))?;
+        Ok(policy)
     }
 }

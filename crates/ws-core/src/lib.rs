@@ -36,8 +36,10 @@ mod hooks;
 mod hub;
 mod namespace;
 mod policy;
+mod publish;
 mod shards;
 mod stats;
+mod subscriptions;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
@@ -46,11 +48,13 @@ pub use clock::Clock;
 pub use conn::{Conn, ConnId, SendError};
 pub use handler::{CustomCommand, Handler, HandlerError};
 pub use hooks::{DisconnectReason, Hooks, NoHooks};
-pub use hub::{CommandError, ConnInfo, HistoryPage, Hub, HubBuilder, HubConfig, RegisterError, Subscribed};
+pub use hub::{CommandError, ConnInfo, Hub, HubBuilder, HubConfig, RegisterError};
 pub use namespace::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
 pub use policy::{
     Action, AllowAnonymous, AuthError, AuthRequest, Authenticator, ChannelAuthorizer, Denial, Identity,
     NamespaceAuthorizer,
 };
+pub use publish::HistoryPage;
 pub use stats::{DropReason, StatsSnapshot};
+pub use subscriptions::Subscribed;
 pub use ws_protocol;

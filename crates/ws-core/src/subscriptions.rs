@@ -1,0 +1,259 @@
+//! Subscriptions: the channel registry's lookups, subscribe and unsubscribe (with recovery), and the sweep.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ws_protocol::{ChannelName, ClientInfo, CommandId, ErrorCode, ServerMessage, StreamPosition};
+
+use crate::channel::{Channel, Subscriber};
+use crate::conn::ConnId;
+use crate::hub::{CommandError, ConnEntry, Hub};
+use crate::namespace::NamespaceConfig;
+
+/// The result of a subscribe: what the `subscribed` reply says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Subscribed {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's latest offset.
+    pub offset: u64,
+    /// With a recovery request: whether every missed message was replayed.
+    pub recovered: Option<bool>,
+    /// With a recovery request: how many messages were replayed.
+    pub missed: Option<u64>,
+}
+
+impl Hub {
+    pub(crate) fn policy(&self, channel: &ChannelName) -> &Arc<NamespaceConfig> {
+        self.inner.config.namespaces.get(channel.namespace())
+    }
+
+    pub(crate) fn new_epoch(&self) -> Arc<str> {
+        let n = self.inner.epochs.fetch_add(1, Relaxed);
+        Arc::from(format!("{:x}-{n:x}", self.inner.epoch_seed))
+    }
+
+    pub(crate) fn lookup(&self, channel: &ChannelName) -> Option<Arc<Channel>> {
+        self.inner.channels.shard(channel).read().get(channel).cloned()
+    }
+
+    pub(crate) fn get_or_create(&self, channel: &ChannelName) -> Arc<Channel> {
+        if let Some(ch) = self.lookup(channel) {
+            return ch;
+        }
+        let mut shard = self.inner.channels.shard(channel).write();
+        Arc::clone(shard.entry(channel.clone()).or_insert_with(|| {
+            self.inner.stats.channels.fetch_add(1, Relaxed);
+            Arc::new(Channel::new(channel.clone(), Arc::clone(self.policy(channel)), self.new_epoch()))
+        }))
+    }
+
+    /// Takes a channel out of the registry when nothing keeps it: no subscribers and no history.
+    pub(crate) fn remove_if_idle(&self, channel: &Arc<Channel>) {
+        let mut shard = self.inner.channels.shard(&channel.name).write();
+        let mut state = channel.state.lock();
+        if state.removed || !state.subscribers.is_empty() || !state.history.is_empty() {
+            return;
+        }
+        state.removed = true;
+        if shard.get(&channel.name).is_some_and(|c| Arc::ptr_eq(c, channel)) {
+            shard.remove(&channel.name);
+            self.inner.stats.channels.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Removes channels that have no subscribers and whose history has expired.
+    /// Call it now and then (the transport does, every few seconds); returns how many went.
+    pub fn sweep(&self) -> usize {
+        let now = self.now_ms();
+        let mut idle = Vec::new();
+        for shard in self.inner.channels.iter() {
+            for ch in shard.read().values() {
+                let mut state = ch.state.lock();
+                state.history.expire(now, ch.policy.history_ttl_ms);
+                if state.subscribers.is_empty() && state.history.is_empty() {
+                    idle.push(Arc::clone(ch));
+                }
+            }
+        }
+        let before = self.inner.stats.channels.load(Relaxed);
+        for ch in &idle {
+            self.remove_if_idle(ch);
+        }
+        usize::try_from(before - self.inner.stats.channels.load(Relaxed)).unwrap_or(0)
+    }
+
+    /// Every channel with its number of local subscribers, sorted by name.
+    #[must_use]
+    pub fn channels(&self) -> Vec<(ChannelName, usize)> {
+        let mut out: Vec<(ChannelName, usize)> = Vec::new();
+        for shard in self.inner.channels.iter() {
+            for ch in shard.read().values() {
+                let n = ch.state.lock().subscribers.len();
+                if n > 0 {
+                    out.push((ch.name.clone(), n));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// How many local subscribers a channel has.
+    #[must_use]
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.lookup(channel).map_or(0, |ch| ch.state.lock().subscribers.len())
+    }
+
+    /// Subscribes a connection to a channel, as the server (no authorization).
+    ///
+    /// # Errors
+    /// [`ErrorCode::LimitExceeded`] when the connection is at its channel limit;
+    /// [`ErrorCode::BadRequest`] when the connection is not registered.
+    pub fn subscribe(&self, id: ConnId, channel: &ChannelName) -> Result<Subscribed, CommandError> {
+        let entry = self.entry(id).ok_or_else(|| CommandError::new(ErrorCode::BadRequest, "no such connection"))?;
+        self.join_channel(&entry, channel, None, None)
+    }
+
+    /// Unsubscribes a connection from a channel; returns false when it was not subscribed.
+    pub fn unsubscribe(&self, id: ConnId, channel: &ChannelName) -> bool {
+        let Some(entry) = self.entry(id) else { return false };
+        if !entry.channels.lock().remove(channel) {
+            return false;
+        }
+        self.leave_channel(&entry, channel);
+        true
+    }
+
+    /// Adds the connection to the channel and sends the `subscribed` reply
+    /// (when `reply` is set) and any recovered messages, all under the channel's
+    /// lock so no live message can come between them.
+    pub(crate) fn join_channel(
+        &self,
+        entry: &Arc<ConnEntry>,
+        channel: &ChannelName,
+        recover: Option<&StreamPosition>,
+        reply: Option<Option<CommandId>>,
+    ) -> Result<Subscribed, CommandError> {
+        {
+            let mut mine = entry.channels.lock();
+            if !mine.contains(channel) {
+                if mine.len() >= self.inner.config.max_channels_per_conn {
+                    return Err(CommandError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("at most {} channels per connection", self.inner.config.max_channels_per_conn),
+                    ));
+                }
+                mine.insert(channel.clone());
+            }
+        }
+        loop {
+            let ch = self.get_or_create(channel);
+            let mut state = ch.state.lock();
+            if state.removed {
+                continue;
+            }
+            let id = entry.id();
+            // Re-checked under the channel lock: an unsubscribe or unregister that ran since the set was
+            // updated above must win, or the channel would keep a subscriber its connection no longer lists.
+            let wanted = !entry.gone.load(Relaxed) && entry.channels.lock().contains(channel);
+            let added = wanted
+                && !state.subscribers.contains(id)
+                && state.subscribers.insert(Subscriber {
+                    id,
+                    conn: Arc::clone(&entry.conn),
+                    user_id: entry.identity.user_id.clone(),
+                });
+            if added {
+                self.inner.stats.subscriptions.fetch_add(1, Relaxed);
+                if state.subscribers.len() == 1 {
+                    self.inner.broker.channel_active(channel);
+                }
+            }
+            let policy = &ch.policy;
+            if policy.history_ttl_ms > 0 {
+                state.history.expire(self.now_ms(), policy.history_ttl_ms);
+            }
+            let limits = (self.inner.config.max_recovery_messages, self.inner.config.max_recovery_bytes);
+            let (recovered, replay) = match recover {
+                None => (None, Vec::new()),
+                // Already subscribed: everything since was delivered live, so there is nothing to replay.
+                Some(_) if !added => (Some(true), Vec::new()),
+                Some(pos) if policy.history_size > 0 && *pos.epoch == *state.epoch => {
+                    match state.history.frames_after(pos.offset, state.offset) {
+                        // A replay that would overflow the connection's queue is refused whole: the client
+                        // reloads its state instead of losing part of it or being closed as a slow consumer.
+                        Some(frames) if pos.offset <= state.offset && fits(&frames, limits) => (Some(true), frames),
+                        _ => (Some(false), Vec::new()),
+                    }
+                }
+                Some(_) => (Some(false), Vec::new()),
+            };
+            let result = Subscribed {
+                epoch: state.epoch.to_string(),
+                offset: state.offset,
+                recovered,
+                missed: recovered.map(|_| replay.len() as u64),
+            };
+            if let Some(reply_id) = reply {
+                let msg = ServerMessage::Subscribed {
+                    id: reply_id,
+                    channel: channel.clone(),
+                    epoch: result.epoch.clone(),
+                    offset: result.offset,
+                    recovered: result.recovered,
+                    missed: result.missed,
+                };
+                let _ = self.deliver_one(&entry.conn, msg.encode(), policy.slow_consumer);
+                for frame in replay {
+                    let _ = self.deliver_one(&entry.conn, frame, policy.slow_consumer);
+                }
+            }
+            if added && policy.join_leave {
+                let client = ClientInfo {
+                    conn_id: id.to_string(),
+                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
+                };
+                let frame = ServerMessage::Join { channel: channel.clone(), client }.encode();
+                self.fan_out(&state, &frame, policy.slow_consumer);
+            }
+            return Ok(result);
+        }
+    }
+
+    /// Takes the connection out of the channel's subscribers (its own channel set is already updated).
+    pub(crate) fn leave_channel(&self, entry: &ConnEntry, channel: &ChannelName) {
+        let Some(ch) = self.lookup(channel) else { return };
+        let now_empty = {
+            let mut state = ch.state.lock();
+            let id = entry.id();
+            if state.removed || !state.subscribers.remove(id) {
+                return;
+            }
+            self.inner.stats.subscriptions.fetch_sub(1, Relaxed);
+            if ch.policy.join_leave {
+                let client = ClientInfo {
+                    conn_id: id.to_string(),
+                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
+                };
+                let frame = ServerMessage::Leave { channel: channel.clone(), client }.encode();
+                self.fan_out(&state, &frame, ch.policy.slow_consumer);
+            }
+            let empty = state.subscribers.is_empty();
+            if empty {
+                self.inner.broker.channel_inactive(channel);
+            }
+            empty
+        };
+        if now_empty {
+            self.remove_if_idle(&ch);
+        }
+    }
+}
+
+/// Whether a replay stays within `(messages, bytes)`.
+fn fits(frames: &[Bytes], (messages, bytes): (usize, usize)) -> bool {
+    frames.len() <= messages && frames.iter().map(Bytes::len).sum::<usize>() <= bytes
+}
