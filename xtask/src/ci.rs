@@ -55,6 +55,11 @@ const STEPS: &[Step] = &[
         },
     },
     Step { name: "tidy", action: Action::Tidy },
+    // The performance gate, short: builds in release and runs every scenario against ws-server and the reference.
+    Step {
+        name: "bench",
+        action: Action::Cargo { args: &["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"], env: &[] },
+    },
 ];
 
 /// Runs every step from the workspace at `root`, printing each, and stops at the first failure.

@@ -1,6 +1,7 @@
 //! `cargo xtask`: ws-hub's project tasks, `ci` and `tidy`, run with the workspace root as working directory.
 
 mod autobahn;
+mod bench;
 mod ci;
 mod source;
 mod tidy;
@@ -14,6 +15,8 @@ usage: cargo xtask <command>
 
 commands:
   ci        run every check CI runs (fmt, clippy, test, autobahn, doc, tidy), in order, stopping at the first failure
+  bench     the performance gate: micro-benches and end-to-end scenarios, hub against the reference server,
+            compared with benches/baseline.json (`cargo xtask bench --help` for its options)
   autobahn  run the Autobahn|Testsuite cases (kosoku) against ws-transport's echo endpoint; all must pass
   tidy      check the source rules: `//!` file docs, IO-free ws-core and ws-protocol, no ignored or panicking tests";
 
@@ -23,6 +26,11 @@ fn main() -> ExitCode {
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["ci"] => ci::run(&root),
         ["autobahn"] => autobahn::run(&root),
+        ["bench", "-h" | "--help"] => {
+            println!("{}", bench::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        ["bench", ..] => bench::run(&root, &args[1..]),
         ["tidy"] => tidy::run_and_report(&root),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
