@@ -20,16 +20,28 @@ impl Hub {
     ///
     /// A bad command gets an `error` reply; it never closes the connection and
     /// never affects other connections. Frames from unregistered connections are ignored.
-    pub fn handle_text(&self, id: ConnId, frame: &[u8]) {
+    ///
+    /// Returns whether the frame was a `publish` that went out, i.e. whether other connections' queues may
+    /// have grown. A transport can use it to cork: let the connections woken by this fan-out (and by other
+    /// publishers in the same turn) collect everything before each writes once.
+    pub fn handle_text(&self, id: ConnId, frame: &[u8]) -> bool {
         self.inner.stats.messages_in.fetch_add(1, Relaxed);
-        let Some(entry) = self.entry(id) else { return };
+        let Some(entry) = self.entry(id) else { return false };
         match ClientFrame::decode(frame) {
             Ok(ClientFrame { id: cmd_id, command }) => {
-                if let Err(e) = self.dispatch(&entry, cmd_id.as_ref(), command, frame) {
-                    self.reply_error(&entry, cmd_id, e.code, e.message);
+                let publish = matches!(command, Command::Publish { .. });
+                match self.dispatch(&entry, cmd_id.as_ref(), command, frame) {
+                    Ok(()) => publish,
+                    Err(e) => {
+                        self.reply_error(&entry, cmd_id, e.code, e.message);
+                        false
+                    }
                 }
             }
-            Err(failure) => self.reply_error(&entry, failure.id, failure.error.code(), failure.error.to_string()),
+            Err(failure) => {
+                self.reply_error(&entry, failure.id, failure.error.code(), failure.error.to_string());
+                false
+            }
         }
     }
 

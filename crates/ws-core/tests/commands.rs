@@ -480,3 +480,14 @@ fn resubscribing_with_recover_replays_nothing_already_delivered() {
         "{got:?}"
     );
 }
+
+#[test]
+fn handle_text_reports_whether_a_publish_went_out() {
+    let sim = Sim::new();
+    let a = sim.connect();
+    assert!(!sim.hub.handle_text(a.id(), br#"{"type":"subscribe","channel":"news"}"#));
+    assert!(sim.hub.handle_text(a.id(), br#"{"type":"publish","channel":"news","data":1}"#));
+    assert!(!sim.hub.handle_text(a.id(), br#"{"type":"publish","channel":"bad name!","data":1}"#));
+    assert!(!sim.hub.handle_text(a.id(), br#"{"type":"echo","data":1}"#));
+    assert!(!sim.hub.handle_text(a.id(), b"not json"));
+}

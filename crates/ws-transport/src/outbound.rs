@@ -65,6 +65,8 @@ struct State {
     waker: Option<Waker>,
     /// When the queue last went from empty to not empty: one clock read per batch, not per message.
     since: Option<Instant>,
+    /// The task is running and calls `take` before it sleeps again: pushes need not wake it.
+    running: bool,
 }
 
 /// One connection's outbound side: a queue bounded in messages and bytes, and a close request.
@@ -103,8 +105,10 @@ impl Outbound {
             if empty {
                 state.since = Some(Instant::now());
             }
-            // Only the first item needs to wake the task: it takes everything queued when it runs.
-            if empty {
+            // Only the first item needs to wake the task: it takes everything queued when it runs. A task that
+            // is running (handling its own reads, whose replies land here) takes them before it sleeps, and
+            // waking it would only poll it once more for nothing.
+            if empty && !state.running {
                 state.waker.take()
             } else {
                 None
@@ -156,6 +160,12 @@ impl Outbound {
         }
     }
 
+    /// The connection's task is about to handle what it read: until its next [`Self::take`], pushes do not
+    /// wake it, because that `take` sees them.
+    pub(crate) fn set_running(&self) {
+        self.state.lock().running = true;
+    }
+
     /// Whether a close was requested.
     #[cfg(test)]
     pub(crate) fn close_requested(&self) -> bool {
@@ -170,6 +180,8 @@ impl Outbound {
         // Registered on every call, whatever it returns: the task may sleep on the socket next, and must still
         // hear of a close.
         register(&mut state, cx);
+        // From here on the task may sleep, so pushes wake it again.
+        state.running = false;
         if state.abort {
             return Taken::Abort;
         }
@@ -282,6 +294,23 @@ mod tests {
             other => panic!("expected the close, got {other:?}"),
         }
         assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Empty));
+    }
+
+    #[test]
+    fn a_running_task_is_not_woken_until_it_takes_again() {
+        let q = Outbound::new(ConnId::new(1), 8, 100);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Empty));
+        q.set_running();
+        q.try_send(text("reply")).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "the running task takes its replies itself");
+        assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Items(_)));
+        assert_eq!(out.len(), 1);
+        q.try_send(text("later")).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "after a take, a push wakes the task again");
     }
 
     #[test]

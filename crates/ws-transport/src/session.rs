@@ -3,11 +3,13 @@
 //! A session is a single task that waits on four things at once: the socket becoming readable, the socket
 //! accepting more bytes, its send queue (`Outbound`) getting items or a close request, and one timer for
 //! pings, the pong timeout, token expiry, the write timeout and the close handshake. All of them are polled
-//! by hand from one `poll_fn`, so nothing is ever cancelled half-way: reads use readiness and `try_read_buf`,
+//! by hand from one `poll_fn`, so nothing is ever cancelled half-way: reads use readiness and `poll_read_buf`,
 //! writes continue from where the last one stopped.
 //!
 //! Writes are corked: everything queued is encoded into one buffer and written with as few syscalls as the
-//! socket allows, once per batch rather than once per message.
+//! socket allows, once per batch rather than once per message. After a read that fans out (a publish, a
+//! relayed frame), the session also holds its own flush: it reads what else the socket has, then yields once,
+//! so the connections it woke, and other publishers, run first and every socket writes a whole turn at once.
 //!
 //! Idle, a session holds no buffers: the read and write buffers are given back as soon as they are empty.
 
@@ -38,8 +40,12 @@ use crate::stream::Stream;
 const BATCH_BYTES: usize = 64 * 1024;
 /// Reading pauses while this many bytes wait to be written: a peer that does not read stops being read.
 const READ_PAUSE_BYTES: usize = 256 * 1024;
-/// How much to read at least per read call.
-const READ_CHUNK: usize = 4096;
+/// How much to read at least per read call: enough for a big message (or a burst of small ones) in one
+/// syscall. The buffer is only held while data is being handled (see `on_read`).
+const READ_CHUNK: usize = 64 * 1024;
+/// How many more reads a corked session (one whose reads fan out) does before it yields and flushes: this
+/// bounds how much one publisher takes in per turn (tokio's cooperative budget bounds it too).
+const MAX_CORKED_READS: usize = 4;
 /// How many batches one wake-up writes before letting other tasks run.
 const MAX_ROUNDS: usize = 8;
 /// The close code reported to the hub when the peer's close frame had no code (never sent on the wire).
@@ -62,6 +68,8 @@ enum Event {
     Eof,
     Close(CloseRequest),
     Timer,
+    /// Corked reads are done: yield once, then flush.
+    Uncork,
     Finished,
     Abort,
     Failed(io::Error),
@@ -90,6 +98,10 @@ pub(crate) struct Session {
     limiter: Option<RateLimiter>,
     phase: Phase,
     done: bool,
+    /// The last read queued frames on other connections (a publish, a relayed frame).
+    fanned_out: bool,
+    /// Reads done since a read fanned out, while our flush is held (0: not corked).
+    corked_reads: usize,
     reason: Option<DisconnectReason>,
 }
 
@@ -100,10 +112,15 @@ pub(crate) async fn run(reg: Registration, stream: Stream, read_buf: Bytes, peer
     let expires = reg.expires_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(reg.server.hub.now_ms())));
     let limits = Limits { max_message_size: config.max_message_size, max_fragments: config.max_fragments };
     let next_ping = now + config.heartbeat_interval;
+    // Copy what hyper read past the handshake, then drop its buffer now: the `Bytes` shares hyper's whole
+    // connection read buffer (8 KiB), and an argument of an `async fn` would otherwise live as long as the
+    // connection.
+    let rbuf = BytesMut::from(&read_buf[..]);
+    drop(read_buf);
     let mut session = Session {
         stream,
         decoder: Decoder::new(limits),
-        rbuf: BytesMut::from(&read_buf[..]),
+        rbuf,
         want: 0,
         wbuf: Vec::new(),
         wpos: 0,
@@ -117,6 +134,8 @@ pub(crate) async fn run(reg: Registration, stream: Stream, read_buf: Bytes, peer
         limiter: config.rate_limit.map(|limit| RateLimiter::new(limit, now)),
         phase: Phase::Open,
         done: false,
+        fanned_out: false,
+        corked_reads: 0,
         reason: None,
         reg,
     };
@@ -140,7 +159,21 @@ impl Session {
         }
         while !self.done {
             match poll_fn(|cx| self.poll_event(cx)).await {
-                Event::Read => self.on_read(),
+                Event::Read => {
+                    self.on_read();
+                    if std::mem::take(&mut self.fanned_out) {
+                        // Corking: this read queued frames on other connections. Hold our own flush and keep
+                        // reading what the socket already has (see `poll_event`); then yield once.
+                        self.corked_reads = self.corked_reads.max(1);
+                    }
+                }
+                Event::Uncork => {
+                    // Let every task woken in this turn (the subscribers, and other publishers that may fan
+                    // out too) run first, so that each socket's next write carries the whole turn's frames
+                    // instead of one write per publication.
+                    self.corked_reads = 0;
+                    tokio::task::yield_now().await;
+                }
                 Event::Eof => {
                     self.set_reason(ABNORMAL, "connection dropped");
                     self.done = true;
@@ -181,7 +214,8 @@ impl Session {
                 Taken::Abort => return Poll::Ready(Event::Abort),
                 Taken::Empty => {}
             }
-            if self.pending() == 0 {
+            if self.pending() == 0 || self.corked_reads > 0 {
+                // Corked: the flush waits until the reads that fan out are done and other tasks had a turn.
                 break;
             }
             match self.poll_flush(cx) {
@@ -199,12 +233,15 @@ impl Session {
                 return Poll::Ready(Event::Finished);
             }
         }
-        if self.read_allowed() {
+        if self.read_allowed() && self.corked_reads <= MAX_CORKED_READS {
             let want = self.want.max(self.rbuf.len() + READ_CHUNK);
             match self.stream.poll_read_into(cx, &mut self.rbuf, want) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
                 Poll::Ready(Ok(n)) => {
                     self.reg.server.config.stats.read(n);
+                    if self.corked_reads > 0 {
+                        self.corked_reads += 1;
+                    }
                     return Poll::Ready(Event::Read);
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Event::Failed(error)),
@@ -213,6 +250,10 @@ impl Session {
         }
         if self.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Timer);
+        }
+        if self.corked_reads > 0 {
+            // Nothing more to read now (or reading is paused): the held flush is due after one yield.
+            return Poll::Ready(Event::Uncork);
         }
         Poll::Pending
     }
@@ -292,6 +333,8 @@ impl Session {
     fn on_read(&mut self) {
         let now = Instant::now();
         self.last_recv = now;
+        // Replies queued while we handle these frames are taken by the next `poll_event`; no wake-up needed.
+        self.reg.outbound.set_running();
         while !self.done {
             if let Phase::Closing { deadline, .. } = self.phase {
                 self.want = 0;
@@ -318,6 +361,10 @@ impl Session {
         if self.rbuf.is_empty() {
             // Give the buffer back: an idle connection holds none.
             self.rbuf = BytesMut::new();
+        } else if self.rbuf.len() < self.rbuf.capacity() / 4 {
+            // Only the start of a frame is left: keep it in a buffer of its own size rather than a whole read
+            // chunk, so a peer that sends frames in pieces does not pin `READ_CHUNK` bytes while it waits.
+            self.rbuf = BytesMut::from(&self.rbuf[..]);
         }
     }
 
@@ -369,13 +416,18 @@ impl Session {
         }
         let opcode = if text { OP_TEXT } else { OP_BINARY };
         match &self.reg.endpoint {
-            Endpoint::Hub if text => self.reg.server.hub.handle_text(self.reg.id, payload),
+            Endpoint::Hub if text => {
+                if self.reg.server.hub.handle_text(self.reg.id, payload) {
+                    self.fanned_out = true;
+                }
+            }
             Endpoint::Hub => self.reg.server.hub.handle_binary(self.reg.id),
             Endpoint::Relay { room, .. } => {
                 // Encoded once, shared by every member.
                 let mut frame = Vec::with_capacity(payload.len() + MAX_SERVER_HEADER);
                 encode_frame(&mut frame, opcode, payload);
                 room.forward(self.reg.id, &Bytes::from(frame), self.reg.server.config.relay_echo);
+                self.fanned_out = true;
             }
             Endpoint::Echo => self.send_frame(opcode, payload),
         }
@@ -423,7 +475,8 @@ impl Session {
             // Our own close, seen through the queue we stopped: it is already under way.
             return;
         }
-        if !request.graceful && self.pending() > 0 {
+        // Bytes held back by corking were never offered to the socket, so they do not mean a stalled peer.
+        if !request.graceful && self.pending() > 0 && self.corked_reads == 0 {
             // A write is in flight, so the peer is not reading: abort it rather than wait. The stream stops
             // mid-frame, so no close frame can follow; the socket is just dropped.
             self.set_reason(request.code, &request.reason);

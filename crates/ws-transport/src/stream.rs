@@ -28,14 +28,19 @@ impl Stream {
         want: usize,
     ) -> Poll<io::Result<usize>> {
         match self {
-            Self::Tcp(tcp) => loop {
+            Self::Tcp(tcp) => {
                 std::task::ready!(tcp.poll_read_ready(cx))?;
                 buf.reserve(want.saturating_sub(buf.len()));
-                match tcp.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    result => return Poll::Ready(result),
+                // Through `AsyncRead` rather than `try_read_buf`: tokio clears the socket's readiness after a
+                // short read, so the next poll sleeps until epoll reports more instead of paying a syscall
+                // that only says `WouldBlock`.
+                let result = tokio_util::io::poll_read_buf(Pin::new(tcp), cx, buf);
+                if result.is_pending() && buf.is_empty() {
+                    // The readiness was stale: give the buffer back, an idle connection holds none.
+                    *buf = BytesMut::new();
                 }
-            },
+                result
+            }
             #[cfg(feature = "tls")]
             Self::Tls(tls) => {
                 // rustls holds the decrypted bytes until asked; copy them over through a stack buffer.
