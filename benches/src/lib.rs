@@ -10,7 +10,6 @@
 //! offsets consecutive) and times each one with a timestamp carried in the payload. It prints its results as
 //! JSON; see `xtask/src/bench.rs` for the scenarios, how they run and how they gate.
 
-mod args;
 mod client;
 pub mod loadgen;
 mod marker;

@@ -6,40 +6,95 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::args::Args;
 use crate::client::Sources;
 use crate::report::CaseResult;
 use crate::scenario::{self, churn::Churn, Target};
 
-const USAGE: &str = "\
-usage: loadgen --scenario NAME --addr HOST:PORT --target hub|ref|bun [options]
+/// The load generator: runs one scenario against one server and prints its case results as JSON.
+///
+/// Options that do not apply to the chosen scenario are ignored.
+#[derive(Debug, clap::Parser)]
+#[command(name = "loadgen")]
+struct Cli {
+    /// The scenario to run.
+    #[arg(long, value_enum)]
+    scenario: ScenarioName,
+    /// The server's address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// `hub`, `ref` or `bun`: which server this is (the hub speaks the full protocol on its echo path).
+    #[arg(long)]
+    target: String,
+    /// The server's process id, for its CPU, memory and descriptors; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    server_pid: u32,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+    /// Measuring windows.
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
+    /// Seconds per measuring window.
+    #[arg(long, default_value_t = 1.0)]
+    window_secs: f64,
+    /// Loopback source addresses to spread connections over.
+    #[arg(long, default_value_t = 64)]
+    sources: u32,
+    /// The hub protocol's path.
+    #[arg(long, default_value = "/ws")]
+    ws_path: String,
+    /// The echo path (default `/ws` for the hub, `/echo` otherwise).
+    #[arg(long)]
+    echo_path: Option<String>,
+    /// Connections (echo 100, room 100, broadcast 1000, idle 19000).
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Payload bytes (echo 20, room 20, broadcast 100, channels 128).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Rates per second, comma-separated (broadcast 10,100; churn 1000,...,25600).
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u32>>,
+    /// Idle: seconds to let the connections settle before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    settle_secs: f64,
+    /// Channels: how many channels.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Channels: subscribers per channel.
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Channels: publishing connections.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Channels: most publications in flight.
+    #[arg(long, default_value_t = 16_384)]
+    in_flight: u64,
+    /// Churn: most connections open at once, and the size of each wave.
+    #[arg(long, default_value_t = 10_000)]
+    population: usize,
+    /// Churn: seconds per rate step.
+    #[arg(long, default_value_t = 2.0)]
+    step_secs: f64,
+    /// Churn: connect-and-leave waves after the steps.
+    #[arg(long, default_value_t = 3)]
+    waves: usize,
+}
 
-common: --server-pid PID  --warmup-secs S (1)  --samples N (5)  --window-secs S (1)  --sources N (64)
-        --ws-path P (/ws)  --echo-path P (/ws for the hub, /echo otherwise)
-echo:      --conns N (100)  --size BYTES (20)
-room:      --conns N (100)  --size BYTES (20)
-broadcast: --conns N (1000)  --rates R,R (10,100)  --size BYTES (100)
-idle:      --conns N (19000)  --settle-secs S (2)
-channels:  --channels C (100)  --subscribers S (10)  --publishers P (4)  --size BYTES (128)  --in-flight N (16384)
-churn:     --population N (10000)  --rates R,R (1000,...)  --step-secs S (2)  --waves N (3)";
+/// The scenarios.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScenarioName {
+    Echo,
+    Room,
+    Broadcast,
+    Idle,
+    Channels,
+    Churn,
+}
 
 /// Runs the load generator with the process's arguments.
 pub fn main() -> ExitCode {
-    let result = Args::from_env().and_then(|mut args| {
-        if args.flag("help")? {
-            println!("{USAGE}");
-            return Ok(None);
-        }
-        parse(&mut args).and_then(|run| args.finish().map(|()| Some(run)))
-    });
-    let run = match result {
-        Ok(Some(run)) => run,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("loadgen: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let run = Run::from(<Cli as clap::Parser>::parse());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let local = tokio::task::LocalSet::new();
     let results = local.block_on(&runtime, run.execute());
@@ -76,50 +131,49 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
-fn parse(args: &mut Args) -> Result<Run, String> {
-    let name: String = args.required("scenario")?;
-    let addr: SocketAddr = args.required("addr")?;
-    let target_name: String = args.required("target")?;
-    let default_echo = if target_name == "hub" { "/ws" } else { "/echo" };
-    let target = Target {
-        addr,
-        pid: args.get::<u32>("server-pid", 0).map(|pid| (pid != 0).then_some(pid))?,
-        ws_path: args.get("ws-path", "/ws".to_owned())?,
-        echo_path: args.get("echo-path", default_echo.to_owned())?,
-        sources: Sources::new(args.get("sources", 64)?),
-        warmup: secs(args.get("warmup-secs", 1.0)?),
-        samples: args.get("samples", 5usize)?.max(1),
-        window: secs(args.get("window-secs", 1.0)?),
-        name: target_name,
-    };
-    let scenario = match name.as_str() {
-        "echo" => Scenario::Echo { conns: args.get("conns", 100)?, size: args.get("size", 20)? },
-        "room" => Scenario::Room { conns: args.get("conns", 100)?, size: args.get("size", 20)? },
-        "broadcast" => Scenario::Broadcast {
-            conns: args.get("conns", 1000)?,
-            rates: args.list("rates", &[10, 100])?,
-            size: args.get("size", 100)?,
-        },
-        "idle" => Scenario::Idle { conns: args.get("conns", 19_000)?, settle: secs(args.get("settle-secs", 2.0)?) },
-        "channels" => {
-            let subscribers = args.get("subscribers", 10usize)?.max(1);
-            Scenario::Channels {
-                channels: args.get("channels", 100usize)?.max(1),
-                subscribers,
-                publishers: args.get("publishers", 4)?,
-                size: args.get("size", 128)?,
-                in_flight: args.get("in-flight", 16_384u64)?.max(4 * subscribers as u64),
+impl From<Cli> for Run {
+    fn from(cli: Cli) -> Self {
+        let default_echo = if cli.target == "hub" { "/ws" } else { "/echo" };
+        let target = Target {
+            addr: cli.addr,
+            pid: (cli.server_pid != 0).then_some(cli.server_pid),
+            ws_path: cli.ws_path,
+            echo_path: cli.echo_path.unwrap_or_else(|| default_echo.to_owned()),
+            sources: Sources::new(cli.sources),
+            warmup: secs(cli.warmup_secs),
+            samples: cli.samples.max(1),
+            window: secs(cli.window_secs),
+            name: cli.target,
+        };
+        let (conns, size, rates) = (cli.conns, cli.size, cli.rates);
+        let scenario = match cli.scenario {
+            ScenarioName::Echo => Scenario::Echo { conns: conns.unwrap_or(100), size: size.unwrap_or(20) },
+            ScenarioName::Room => Scenario::Room { conns: conns.unwrap_or(100), size: size.unwrap_or(20) },
+            ScenarioName::Broadcast => Scenario::Broadcast {
+                conns: conns.unwrap_or(1000),
+                rates: rates.unwrap_or_else(|| vec![10, 100]),
+                size: size.unwrap_or(100),
+            },
+            ScenarioName::Idle => Scenario::Idle { conns: conns.unwrap_or(19_000), settle: secs(cli.settle_secs) },
+            ScenarioName::Channels => {
+                let subscribers = cli.subscribers.max(1);
+                Scenario::Channels {
+                    channels: cli.channels.max(1),
+                    subscribers,
+                    publishers: cli.publishers,
+                    size: size.unwrap_or(128),
+                    in_flight: cli.in_flight.max(4 * subscribers as u64),
+                }
             }
-        }
-        "churn" => Scenario::Churn(Churn {
-            population: args.get("population", 10_000)?,
-            rates: args.list("rates", &[1000, 1500, 2250, 3400, 5000, 7600, 11_400, 17_000, 25_600])?,
-            step: secs(args.get("step-secs", 2.0)?),
-            waves: args.get("waves", 3)?,
-        }),
-        other => return Err(format!("unknown scenario `{other}`")),
-    };
-    Ok(Run { target, scenario })
+            ScenarioName::Churn => Scenario::Churn(Churn {
+                population: cli.population,
+                rates: rates.unwrap_or_else(|| vec![1000, 1500, 2250, 3400, 5000, 7600, 11_400, 17_000, 25_600]),
+                step: secs(cli.step_secs),
+                waves: cli.waves,
+            }),
+        };
+        Run { target, scenario }
+    }
 }
 
 impl Run {

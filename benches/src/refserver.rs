@@ -34,35 +34,26 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpSocket;
 
-use crate::args::Args;
 use socket::{Registry, Route};
 
-const USAGE: &str = "\
-usage: ref-server [--listen ADDR (127.0.0.1:8080)] [--workers N (1)] [--heartbeat-ms MS (25000; 0 = off)]";
+/// The reference server: the hub's stack with no hub, for `cargo xtask bench`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "ref-server")]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Worker threads; 1 runs single-threaded.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Ping interval in milliseconds; 0 turns heartbeats off.
+    #[arg(long, default_value_t = 25_000)]
+    heartbeat_ms: u64,
+}
 
 /// Runs the reference server with the process's arguments until it is killed.
 pub fn main() -> ExitCode {
-    let parsed = Args::from_env().and_then(|mut args| {
-        if args.flag("help")? {
-            return Ok(None);
-        }
-        let listen: SocketAddr = args.get("listen", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
-        let workers: usize = args.get("workers", 1)?;
-        let heartbeat_ms: u64 = args.get("heartbeat-ms", 25_000)?;
-        args.finish()?;
-        Ok(Some((listen, workers, heartbeat_ms)))
-    });
-    let (listen, workers, heartbeat_ms) = match parsed {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ref-server: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let Cli { listen, workers, heartbeat_ms } = <Cli as clap::Parser>::parse();
     let runtime = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
