@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
-use ws_protocol::{encode_message, ChannelName, ChannelNameError, ClientInfo, Json, Publication, StreamPosition};
+use ws_protocol::{ChannelName, ChannelNameError, ClientInfo, Json, Publication, StreamPosition};
 
 use crate::channel::Subscriber;
 use crate::hub::Hub;
@@ -36,24 +36,22 @@ impl Hub {
         let keep = self.policy(channel).history_size > 0;
         loop {
             let ch = if keep { Some(self.get_or_create(channel)) } else { self.lookup(channel) };
-            let Some(ch) = ch else {
-                let publication =
-                    Publication { channel: channel.clone(), offset: 0, event: event.map(str::to_owned), data };
-                let frame = publication.encode();
-                self.inner.broker.publish(&publication, &frame);
-                return 0;
-            };
-            let mut state = ch.state.lock();
-            if state.removed {
+            let mut state = ch.as_ref().map(|ch| ch.state.lock());
+            if state.as_ref().is_some_and(|s| s.removed) {
                 continue;
             }
-            state.offset += 1;
-            let offset = state.offset;
-            let frame = encode_message(channel, offset, event, &data);
+            // Without a local channel nothing here numbers or stores the message: offset 0.
+            let offset = state.as_mut().map_or(0, |s| {
+                s.offset += 1;
+                s.offset
+            });
             let publication = Publication { channel: channel.clone(), offset, event: event.map(str::to_owned), data };
-            self.fan_out(&state, &frame, ch.policy.slow_consumer);
+            let frame = publication.encode();
+            if let (Some(ch), Some(state)) = (&ch, &mut state) {
+                self.fan_out(state, &frame, ch.policy.slow_consumer);
+            }
             self.inner.broker.publish(&publication, &frame);
-            if keep {
+            if let (true, Some(ch), Some(state)) = (keep, &ch, &mut state) {
                 let now = self.now_ms();
                 state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
             }
