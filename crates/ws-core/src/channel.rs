@@ -104,6 +104,13 @@ pub(crate) struct ChannelState {
     pub(crate) removed: bool,
 }
 
+impl ChannelState {
+    /// Whether nothing keeps the channel: no subscribers and no history.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty()
+    }
+}
+
 pub(crate) struct Channel {
     pub(crate) name: ChannelName,
     pub(crate) policy: Arc<NamespaceConfig>,

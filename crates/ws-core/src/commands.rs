@@ -1,13 +1,13 @@
 //! Command handling: one entry point that takes a client's text frame and does what PROTOCOL.md says.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use ws_protocol::{ChannelName, ClientFrame, Command, CommandId, ErrorCode, ServerMessage};
 
 use crate::conn::ConnId;
+use crate::connections::ConnEntry;
 use crate::handler::CustomCommand;
-use crate::hub::{CommandError, ConnEntry, Hub};
+use crate::hub::{CommandError, Hub};
 use crate::namespace::NamespaceConfig;
 use crate::policy::Action;
 
@@ -25,7 +25,7 @@ impl Hub {
     /// have grown. A transport can use it to cork: let the connections woken by this fan-out (and by other
     /// publishers in the same turn) collect everything before each writes once.
     pub fn handle_text(&self, id: ConnId, frame: &[u8]) -> bool {
-        self.inner.stats.messages_in.fetch_add(1, Relaxed);
+        self.inner.stats.messages_in.add(1);
         let Some(entry) = self.entry(id) else { return false };
         match ClientFrame::decode(frame) {
             Ok(ClientFrame { id: cmd_id, command }) => {
@@ -47,7 +47,7 @@ impl Hub {
 
     /// Answers a binary frame on the hub endpoint with `unsupported_frame`; the connection stays open.
     pub fn handle_binary(&self, id: ConnId) {
-        self.inner.stats.messages_in.fetch_add(1, Relaxed);
+        self.inner.stats.messages_in.add(1);
         if let Some(entry) = self.entry(id) {
             self.reply_error(
                 &entry,

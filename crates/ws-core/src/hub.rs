@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,14 +10,15 @@ use parking_lot::{Mutex, RwLock};
 use ws_protocol::{ChannelName, ErrorCode, ServerMessage};
 
 use crate::broker::{Broker, LocalBroker};
-use crate::channel::{Channel, ChannelState};
+use crate::channel::ChannelState;
 use crate::clock::Clock;
 use crate::conn::{Conn, ConnId, SendError};
+use crate::connections::{ConnEntry, Connections};
 use crate::handler::Handler;
 use crate::hooks::{DisconnectReason, Hooks, NoHooks};
 use crate::namespace::{Namespaces, SlowConsumerPolicy};
 use crate::policy::{ChannelAuthorizer, Identity, NamespaceAuthorizer};
-use crate::shards::Shards;
+use crate::registry::ChannelRegistry;
 use crate::stats::{DropReason, Stats, StatsSnapshot};
 
 /// The hub's settings.
@@ -28,8 +29,9 @@ pub struct HubConfig {
     pub namespaces: Namespaces,
     /// The most channels one connection may subscribe to. Default 1,024.
     pub max_channels_per_conn: usize,
-    /// This node's id, put in the top 16 bits of every connection id so ids are unique across nodes. Default 0.
-    pub node_id: u16,
+    /// This node's prefix, put in the top 24 bits of every connection id so ids are unique across the
+    /// nodes of a cluster (only its low 24 bits count). A clustered server derives it from its node id. Default 0.
+    pub node_prefix: u32,
     /// The most messages one recovery replays; a longer gap answers `recovered: false`. Keep it below the
     /// transport's send queue, which must hold the whole replay at once. Default 512.
     pub max_recovery_messages: usize,
@@ -42,7 +44,7 @@ impl Default for HubConfig {
         Self {
             namespaces: Namespaces::default(),
             max_channels_per_conn: 1024,
-            node_id: 0,
+            node_prefix: 0,
             max_recovery_messages: 512,
             max_recovery_bytes: 2 * 1024 * 1024,
         }
@@ -62,10 +64,10 @@ impl HubConfig {
         self.max_channels_per_conn = n;
         self
     }
-    /// Sets [`Self::node_id`].
+    /// Sets [`Self::node_prefix`].
     #[must_use]
-    pub fn node_id(mut self, id: u16) -> Self {
-        self.node_id = id;
+    pub fn node_prefix(mut self, prefix: u32) -> Self {
+        self.node_prefix = prefix;
         self
     }
     /// Sets [`Self::max_recovery_messages`] and [`Self::max_recovery_bytes`].
@@ -115,19 +117,15 @@ impl HubBuilder {
         let epoch_seed = self.clock.now_ms();
         Hub {
             inner: Arc::new(Inner {
-                conn_ids: AtomicU64::new(u64::from(self.config.node_id) << 48),
+                conns: Connections::new(self.config.node_prefix),
+                channels: ChannelRegistry::new(epoch_seed),
                 config: self.config,
                 clock: self.clock,
                 authorizer: self.authorizer,
                 broker: self.broker,
                 hooks: self.hooks,
                 handlers: RwLock::new(HashMap::new()),
-                conns: Shards::new(),
-                users: Shards::new(),
-                channels: Shards::new(),
                 stats: Stats::default(),
-                epoch_seed,
-                epochs: AtomicU64::new(0),
             }),
         }
     }
@@ -139,6 +137,11 @@ impl HubBuilder {
 /// `&self`, and connection tasks call it directly from many threads at once.
 /// There is no central task: channels live in a sharded registry, and each
 /// channel has its own lock, so publishes on different channels do not contend.
+///
+/// `Hub` is the facade that wires the parts, each with its own state and invariants: the connection
+/// registry (`Connections`), the channel registry (`ChannelRegistry`), subscriptions with recovery
+/// (`subscriptions.rs`), publishing and sequencing (`publish.rs`), presence and history queries
+/// (`presence.rs`) and command dispatch (`commands.rs`).
 #[derive(Clone)]
 pub struct Hub {
     pub(crate) inner: Arc<Inner>,
@@ -146,7 +149,7 @@ pub struct Hub {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("stats", &self.inner.stats.snapshot()).finish_non_exhaustive()
+        f.debug_struct("Hub").field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
@@ -157,41 +160,9 @@ pub(crate) struct Inner {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) hooks: Arc<dyn Hooks>,
     pub(crate) handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
-    pub(crate) conns: Shards<ConnId, Arc<ConnEntry>>,
-    pub(crate) users: Shards<Arc<str>, Vec<ConnId>>,
-    pub(crate) channels: Shards<ChannelName, Arc<Channel>>,
+    pub(crate) conns: Connections,
+    pub(crate) channels: ChannelRegistry,
     pub(crate) stats: Stats,
-    conn_ids: AtomicU64,
-    pub(crate) epoch_seed: u64,
-    pub(crate) epochs: AtomicU64,
-}
-
-/// A registered connection.
-pub(crate) struct ConnEntry {
-    pub(crate) conn: Arc<dyn Conn>,
-    pub(crate) identity: Identity,
-    pub(crate) remote: Option<SocketAddr>,
-    pub(crate) connected_at_ms: u64,
-    pub(crate) channels: Mutex<HashSet<ChannelName>>,
-    pub(crate) gone: AtomicBool,
-}
-
-impl ConnEntry {
-    pub(crate) fn id(&self) -> ConnId {
-        self.conn.id()
-    }
-
-    fn info(&self) -> ConnInfo {
-        let mut channels: Vec<ChannelName> = self.channels.lock().iter().cloned().collect();
-        channels.sort();
-        ConnInfo {
-            id: self.id(),
-            user_id: self.identity.user_id.clone(),
-            remote: self.remote,
-            connected_at_ms: self.connected_at_ms,
-            channels,
-        }
-    }
 }
 
 /// A snapshot of one connection.
@@ -262,13 +233,24 @@ impl Hub {
     /// A fresh connection id for a transport to give its next connection.
     #[must_use]
     pub fn next_conn_id(&self) -> ConnId {
-        ConnId::new(self.inner.conn_ids.fetch_add(1, Relaxed) + 1)
+        self.inner.conns.next_id()
     }
 
     /// A copy of the counters.
     #[must_use]
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        let stats = &self.inner.stats;
+        StatsSnapshot {
+            connections: self.inner.conns.len(),
+            channels: self.inner.channels.len(),
+            subscriptions: stats.subscriptions.gauge(),
+            messages_in: stats.messages_in.get(),
+            messages_out: stats.messages_out.get(),
+            publications: stats.publications.get(),
+            drops_slow_consumer: stats.drops(DropReason::SlowConsumer),
+            drops_queue_full: stats.drops(DropReason::QueueFull),
+            drops_closed: stats.drops(DropReason::Closed),
+        }
     }
 
     /// Registers a custom command handler for `kind`, replacing any earlier one.
@@ -289,7 +271,6 @@ impl Hub {
         remote: Option<SocketAddr>,
     ) -> Result<(), RegisterError> {
         let id = conn.id();
-        let user = identity.user_id.clone();
         let entry = Arc::new(ConnEntry {
             conn,
             identity,
@@ -298,17 +279,9 @@ impl Hub {
             channels: Mutex::new(HashSet::new()),
             gone: AtomicBool::new(false),
         });
-        {
-            let mut shard = self.inner.conns.shard(&id).write();
-            if shard.contains_key(&id) {
-                return Err(RegisterError::DuplicateId(id));
-            }
-            shard.insert(id, Arc::clone(&entry));
+        if !self.inner.conns.insert(&entry) {
+            return Err(RegisterError::DuplicateId(id));
         }
-        if let Some(user) = user {
-            self.inner.users.shard(&*user).write().entry(user).or_default().push(id);
-        }
-        self.inner.stats.connections.fetch_add(1, Relaxed);
         self.inner.hooks.on_connect(&entry.info());
         Ok(())
     }
@@ -316,29 +289,18 @@ impl Hub {
     /// Unregisters a connection that has ended, removing every subscription it
     /// had. Returns its last snapshot, or `None` when it was not registered.
     pub fn unregister(&self, id: ConnId, reason: &DisconnectReason) -> Option<ConnInfo> {
-        let entry = self.inner.conns.shard(&id).write().remove(&id)?;
-        entry.gone.store(true, Relaxed);
-        if let Some(user) = &entry.identity.user_id {
-            let mut shard = self.inner.users.shard(&**user).write();
-            if let Some(ids) = shard.get_mut(&**user) {
-                ids.retain(|c| *c != id);
-                if ids.is_empty() {
-                    shard.remove(&**user);
-                }
-            }
-        }
+        let entry = self.inner.conns.remove(id)?;
         let info = entry.info();
         let channels: Vec<ChannelName> = entry.channels.lock().drain().collect();
         for channel in &channels {
             self.leave_channel(&entry, channel);
         }
-        self.inner.stats.connections.fetch_sub(1, Relaxed);
         self.inner.hooks.on_disconnect(&info, reason);
         Some(info)
     }
 
     pub(crate) fn entry(&self, id: ConnId) -> Option<Arc<ConnEntry>> {
-        self.inner.conns.shard(&id).read().get(&id).cloned()
+        self.inner.conns.get(id)
     }
 
     /// A snapshot of one connection.
@@ -356,13 +318,13 @@ impl Hub {
     /// The ids of every connection of a user.
     #[must_use]
     pub fn user_connections(&self, user_id: &str) -> Vec<ConnId> {
-        self.inner.users.shard(user_id).read().get(user_id).cloned().unwrap_or_default()
+        self.inner.conns.of_user(user_id)
     }
 
     /// The ids of every registered connection.
     #[must_use]
     pub fn connection_ids(&self) -> Vec<ConnId> {
-        self.inner.conns.iter().flat_map(|s| s.read().keys().copied().collect::<Vec<_>>()).collect()
+        self.inner.conns.ids()
     }
 
     // ----- direct sends -----
@@ -385,12 +347,7 @@ impl Hub {
     /// Queues an encoded frame on every connection; returns how many took it.
     pub fn broadcast(&self, frame: &Bytes) -> usize {
         let policy = self.inner.config.namespaces.default_policy().slow_consumer;
-        let mut sent = 0;
-        for shard in self.inner.conns.iter() {
-            let conns: Vec<Arc<ConnEntry>> = shard.read().values().cloned().collect();
-            sent += conns.iter().filter(|e| self.deliver_one(&e.conn, frame.clone(), policy).is_ok()).count();
-        }
-        sent
+        self.inner.conns.all().iter().filter(|e| self.deliver_one(&e.conn, frame.clone(), policy).is_ok()).count()
     }
 
     /// Sends `disconnect` and closes one connection; returns false when it is not registered.
@@ -421,7 +378,7 @@ impl Hub {
         let result = conn.try_send(frame);
         match result {
             Ok(()) => {
-                self.inner.stats.messages_out.fetch_add(1, Relaxed);
+                self.inner.stats.messages_out.add(1);
             }
             Err(SendError::Full) => self.overflow(conn.as_ref(), policy),
             Err(SendError::Closed) => self.inner.stats.drop(DropReason::Closed, 1),
@@ -452,7 +409,7 @@ impl Hub {
                 Err(SendError::Closed) => closed += 1,
             }
         }
-        self.inner.stats.messages_out.fetch_add(sent, Relaxed);
+        self.inner.stats.messages_out.add(sent);
         self.inner.stats.drop(DropReason::Closed, closed);
         usize::try_from(sent).unwrap_or(usize::MAX)
     }

@@ -30,14 +30,17 @@ mod channel;
 mod clock;
 mod commands;
 mod conn;
+mod connections;
 mod handler;
 mod history;
 mod hooks;
 mod hub;
 mod namespace;
 mod policy;
+mod presence;
 mod publish;
-mod shards;
+mod registry;
+mod sharded;
 mod stats;
 mod subscriptions;
 #[cfg(any(test, feature = "test-util"))]
@@ -54,7 +57,8 @@ pub use policy::{
     Action, AllowAnonymous, AuthError, AuthRequest, Authenticator, ChannelAuthorizer, Denial, Identity,
     NamespaceAuthorizer,
 };
-pub use publish::HistoryPage;
+pub use presence::HistoryPage;
+pub use sharded::ShardedMap;
 pub use stats::{DropReason, StatsSnapshot};
 pub use subscriptions::Subscribed;
 pub use ws_protocol;

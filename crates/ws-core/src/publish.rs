@@ -1,24 +1,10 @@
-//! Publishing: encode once and fan out, remote deliveries, the process helpers, presence and history.
-
-use std::sync::atomic::Ordering::Relaxed;
+//! Publishing and sequencing: offsets assigned under the channel lock, encode once and fan out, remote
+//! deliveries, the process helpers.
 
 use bytes::Bytes;
-use ws_protocol::{ChannelName, ChannelNameError, ClientInfo, Json, Publication, StreamPosition};
+use ws_protocol::{ChannelName, ChannelNameError, Json, Publication};
 
-use crate::channel::Subscriber;
 use crate::hub::Hub;
-
-/// A page of a channel's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HistoryPage {
-    /// The channel's epoch.
-    pub epoch: String,
-    /// The channel's latest offset.
-    pub offset: u64,
-    /// The publications, oldest first.
-    pub publications: Vec<Publication>,
-}
 
 impl Hub {
     /// Publishes `data` on a channel and returns its offset.
@@ -32,7 +18,7 @@ impl Hub {
 
     /// Publishes `data` with an application event name (`process_output`, say).
     pub fn publish_event(&self, channel: &ChannelName, event: Option<&str>, data: Json) -> u64 {
-        self.inner.stats.publications.fetch_add(1, Relaxed);
+        self.inner.stats.publications.add(1);
         let keep = self.policy(channel).history_size > 0;
         loop {
             let ch = if keep { Some(self.get_or_create(channel)) } else { self.lookup(channel) };
@@ -83,33 +69,6 @@ impl Hub {
     pub fn send_process_status(&self, id: &str, status: &str) -> Result<u64, ChannelNameError> {
         let channel = ChannelName::new(&format!("process:{id}"))?;
         Ok(self.publish_event(&channel, Some("process_status"), json_string(status)))
-    }
-
-    // ----- presence and history -----
-
-    /// Who is subscribed to a channel on this node.
-    #[must_use]
-    pub fn presence(&self, channel: &ChannelName) -> Vec<ClientInfo> {
-        self.lookup(channel)
-            .map(|ch| ch.state.lock().subscribers.iter().map(Subscriber::client_info).collect())
-            .unwrap_or_default()
-    }
-
-    /// Up to `limit` of a channel's kept publications after `since` (newest last).
-    /// A `since` from another epoch is ignored: the caller sees the epoch changed.
-    #[must_use]
-    pub fn history(&self, channel: &ChannelName, limit: usize, since: Option<&StreamPosition>) -> HistoryPage {
-        let Some(ch) = self.lookup(channel) else {
-            return HistoryPage { epoch: String::new(), offset: 0, publications: Vec::new() };
-        };
-        let mut state = ch.state.lock();
-        state.history.expire(self.now_ms(), ch.policy.history_ttl_ms);
-        let after = since.filter(|pos| *pos.epoch == *state.epoch).map(|pos| pos.offset);
-        HistoryPage {
-            epoch: state.epoch.to_string(),
-            offset: state.offset,
-            publications: state.history.publications(after, limit),
-        }
     }
 }
 

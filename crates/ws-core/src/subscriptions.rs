@@ -4,11 +4,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ws_protocol::{ChannelName, ClientInfo, CommandId, ErrorCode, ServerMessage, StreamPosition};
+use ws_protocol::{ChannelName, CommandId, ErrorCode, ServerMessage, StreamPosition};
 
 use crate::channel::{Channel, Subscriber};
 use crate::conn::ConnId;
-use crate::hub::{CommandError, ConnEntry, Hub};
+use crate::connections::ConnEntry;
+use crate::hub::{CommandError, Hub};
 use crate::namespace::NamespaceConfig;
 
 /// The result of a subscribe: what the `subscribed` reply says.
@@ -30,71 +31,28 @@ impl Hub {
         self.inner.config.namespaces.get(channel.namespace())
     }
 
-    pub(crate) fn new_epoch(&self) -> Arc<str> {
-        let n = self.inner.epochs.fetch_add(1, Relaxed);
-        Arc::from(format!("{:x}-{n:x}", self.inner.epoch_seed))
-    }
-
     pub(crate) fn lookup(&self, channel: &ChannelName) -> Option<Arc<Channel>> {
-        self.inner.channels.shard(channel).read().get(channel).cloned()
+        self.inner.channels.lookup(channel)
     }
 
     pub(crate) fn get_or_create(&self, channel: &ChannelName) -> Arc<Channel> {
-        if let Some(ch) = self.lookup(channel) {
-            return ch;
-        }
-        let mut shard = self.inner.channels.shard(channel).write();
-        Arc::clone(shard.entry(channel.clone()).or_insert_with(|| {
-            self.inner.stats.channels.fetch_add(1, Relaxed);
-            Arc::new(Channel::new(channel.clone(), Arc::clone(self.policy(channel)), self.new_epoch()))
-        }))
-    }
-
-    /// Takes a channel out of the registry when nothing keeps it: no subscribers and no history.
-    pub(crate) fn remove_if_idle(&self, channel: &Arc<Channel>) {
-        let mut shard = self.inner.channels.shard(&channel.name).write();
-        let mut state = channel.state.lock();
-        if state.removed || !state.subscribers.is_empty() || !state.history.is_empty() {
-            return;
-        }
-        state.removed = true;
-        if shard.get(&channel.name).is_some_and(|c| Arc::ptr_eq(c, channel)) {
-            shard.remove(&channel.name);
-            self.inner.stats.channels.fetch_sub(1, Relaxed);
-        }
+        self.inner.channels.get_or_create(channel, self.policy(channel))
     }
 
     /// Removes channels that have no subscribers and whose history has expired.
     /// Call it now and then (the transport does, every few seconds); returns how many went.
     pub fn sweep(&self) -> usize {
-        let now = self.now_ms();
-        let mut idle = Vec::new();
-        for shard in self.inner.channels.iter() {
-            for ch in shard.read().values() {
-                let mut state = ch.state.lock();
-                state.history.expire(now, ch.policy.history_ttl_ms);
-                if state.subscribers.is_empty() && state.history.is_empty() {
-                    idle.push(Arc::clone(ch));
-                }
-            }
-        }
-        let before = self.inner.stats.channels.load(Relaxed);
-        for ch in &idle {
-            self.remove_if_idle(ch);
-        }
-        usize::try_from(before - self.inner.stats.channels.load(Relaxed)).unwrap_or(0)
+        self.inner.channels.sweep(self.now_ms())
     }
 
     /// Every channel with its number of local subscribers, sorted by name.
     #[must_use]
     pub fn channels(&self) -> Vec<(ChannelName, usize)> {
         let mut out: Vec<(ChannelName, usize)> = Vec::new();
-        for shard in self.inner.channels.iter() {
-            for ch in shard.read().values() {
-                let n = ch.state.lock().subscribers.len();
-                if n > 0 {
-                    out.push((ch.name.clone(), n));
-                }
+        for ch in self.inner.channels.all() {
+            let n = ch.state.lock().subscribers.len();
+            if n > 0 {
+                out.push((ch.name.clone(), n));
             }
         }
         out.sort();
@@ -167,7 +125,7 @@ impl Hub {
                     user_id: entry.identity.user_id.clone(),
                 });
             if added {
-                self.inner.stats.subscriptions.fetch_add(1, Relaxed);
+                self.inner.stats.subscriptions.add(1);
                 if state.subscribers.len() == 1 {
                     self.inner.broker.channel_active(channel);
                 }
@@ -212,11 +170,7 @@ impl Hub {
                 }
             }
             if added && policy.join_leave {
-                let client = ClientInfo {
-                    conn_id: id.to_string(),
-                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
-                };
-                let frame = ServerMessage::Join { channel: channel.clone(), client }.encode();
+                let frame = ServerMessage::Join { channel: channel.clone(), client: entry.client_info() }.encode();
                 self.fan_out(&state, &frame, policy.slow_consumer);
             }
             return Ok(result);
@@ -232,13 +186,9 @@ impl Hub {
             if state.removed || !state.subscribers.remove(id) {
                 return;
             }
-            self.inner.stats.subscriptions.fetch_sub(1, Relaxed);
+            self.inner.stats.subscriptions.sub(1);
             if ch.policy.join_leave {
-                let client = ClientInfo {
-                    conn_id: id.to_string(),
-                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
-                };
-                let frame = ServerMessage::Leave { channel: channel.clone(), client }.encode();
+                let frame = ServerMessage::Leave { channel: channel.clone(), client: entry.client_info() }.encode();
                 self.fan_out(&state, &frame, ch.policy.slow_consumer);
             }
             let empty = state.subscribers.is_empty();
@@ -248,7 +198,7 @@ impl Hub {
             empty
         };
         if now_empty {
-            self.remove_if_idle(&ch);
+            self.inner.channels.remove_if_idle(&ch);
         }
     }
 }

@@ -1,17 +1,12 @@
-//! `Rooms`: the relay endpoint's rooms, in a sharded map; a room lives while it has members.
+//! `Rooms`: the relay endpoint's rooms, in the hub's sharded map type; a room lives while it has members.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
-use ws_core::{Conn, ConnId, SendError};
+use parking_lot::Mutex;
+use ws_core::{Conn, ConnId, SendError, ShardedMap};
 
 use crate::outbound::{Item, Outbound};
-
-/// How many shards the room map has; a power of two.
-const SHARDS: usize = 16;
 
 /// One room: the members' send queues.
 #[derive(Debug, Default)]
@@ -36,31 +31,16 @@ impl Room {
     }
 }
 
-/// One shard of the room map.
-type Shard = RwLock<HashMap<Box<str>, Arc<Room>>>;
-
 /// Every relay room, by name.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Rooms {
-    hasher: RandomState,
-    shards: Box<[Shard]>,
-}
-
-impl Default for Rooms {
-    fn default() -> Self {
-        Self { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| RwLock::default()).collect() }
-    }
+    map: ShardedMap<Box<str>, Arc<Room>>,
 }
 
 impl Rooms {
-    fn shard(&self, name: &str) -> &Shard {
-        // The low bits of a SipHash are as good as any.
-        &self.shards[(self.hasher.hash_one(name) as usize) & (SHARDS - 1)]
-    }
-
     /// Adds a member to a room, creating the room if needed.
     pub(crate) fn join(&self, name: &str, member: Arc<Outbound>) -> Arc<Room> {
-        let mut shard = self.shard(name).write();
+        let mut shard = self.map.shard(name).write();
         let room = Arc::clone(shard.entry(name.into()).or_default());
         room.members.lock().push(member);
         room
@@ -69,7 +49,7 @@ impl Rooms {
     /// Takes a member out of its room, removing the room when it is left empty.
     pub(crate) fn leave(&self, name: &str, room: &Arc<Room>, id: ConnId) {
         // Joins and leaves both hold the shard lock, so a room is never removed while someone joins it.
-        let mut shard = self.shard(name).write();
+        let mut shard = self.map.shard(name).write();
         let empty = {
             let mut members = room.members.lock();
             members.retain(|m| m.id() != id);
@@ -83,7 +63,7 @@ impl Rooms {
     /// How many rooms exist.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.map.len()
     }
 }
 

@@ -1,22 +1,17 @@
 //! `Server`: the state every connection of one `serve` call shares, and `Sessions`, the registry of live
 //! WebSocket connections that shutdown walks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use ws_core::{ConnId, Hub};
+use ws_core::{ConnId, Hub, ShardedMap};
 use ws_protocol::ServerMessage;
 
 use crate::caps::Caps;
 use crate::config::TransportConfig;
 use crate::outbound::{CloseRequest, Outbound};
 use crate::relay::Rooms;
-
-/// How many shards the session registry has; a power of two.
-const SHARDS: usize = 16;
 
 /// What one `serve` call shares with its connections.
 #[derive(Debug)]
@@ -71,45 +66,34 @@ struct Entry {
     hub_endpoint: bool,
 }
 
-/// The live WebSocket connections, by id, in a sharded map.
-#[derive(Debug)]
+/// The live WebSocket connections, by id.
+#[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    shards: Box<[Mutex<HashMap<ConnId, Entry>>]>,
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
-    }
+    map: ShardedMap<ConnId, Entry>,
 }
 
 impl Sessions {
-    fn shard(&self, id: ConnId) -> &Mutex<HashMap<ConnId, Entry>> {
-        // Connection ids are sequential, so their low bits spread evenly.
-        &self.shards[(id.get() as usize) & (SHARDS - 1)]
-    }
-
     /// Registers a session.
     pub(crate) fn insert(&self, outbound: Arc<Outbound>, hub_endpoint: bool) {
         let id = ws_core::Conn::id(&*outbound);
-        self.shard(id).lock().insert(id, Entry { outbound, hub_endpoint });
+        self.map.insert(id, Entry { outbound, hub_endpoint });
     }
 
     /// Unregisters a session.
     pub(crate) fn remove(&self, id: ConnId) {
-        self.shard(id).lock().remove(&id);
+        self.map.remove(&id);
     }
 
     /// Every session's queue, and whether it is on the hub endpoint.
     pub(crate) fn snapshot(&self) -> Vec<(Arc<Outbound>, bool)> {
-        self.shards
-            .iter()
-            .flat_map(|s| s.lock().values().map(|e| (Arc::clone(&e.outbound), e.hub_endpoint)).collect::<Vec<_>>())
+        self.map
+            .shards()
+            .flat_map(|s| s.read().values().map(|e| (Arc::clone(&e.outbound), e.hub_endpoint)).collect::<Vec<_>>())
             .collect()
     }
 
     /// How many sessions are registered.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.map.len()
     }
 }

@@ -1,0 +1,45 @@
+//! Presence and history queries: who is subscribed, and what a channel kept.
+
+use ws_protocol::{ChannelName, ClientInfo, Publication, StreamPosition};
+
+use crate::channel::Subscriber;
+use crate::hub::Hub;
+
+/// A page of a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryPage {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's latest offset.
+    pub offset: u64,
+    /// The publications, oldest first.
+    pub publications: Vec<Publication>,
+}
+
+impl Hub {
+    /// Who is subscribed to a channel on this node.
+    #[must_use]
+    pub fn presence(&self, channel: &ChannelName) -> Vec<ClientInfo> {
+        self.lookup(channel)
+            .map(|ch| ch.state.lock().subscribers.iter().map(Subscriber::client_info).collect())
+            .unwrap_or_default()
+    }
+
+    /// Up to `limit` of a channel's kept publications after `since` (newest last).
+    /// A `since` from another epoch is ignored: the caller sees the epoch changed.
+    #[must_use]
+    pub fn history(&self, channel: &ChannelName, limit: usize, since: Option<&StreamPosition>) -> HistoryPage {
+        let Some(ch) = self.lookup(channel) else {
+            return HistoryPage { epoch: String::new(), offset: 0, publications: Vec::new() };
+        };
+        let mut state = ch.state.lock();
+        state.history.expire(self.now_ms(), ch.policy.history_ttl_ms);
+        let after = since.filter(|pos| *pos.epoch == *state.epoch).map(|pos| pos.offset);
+        HistoryPage {
+            epoch: state.epoch.to_string(),
+            offset: state.offset,
+            publications: state.history.publications(after, limit),
+        }
+    }
+}
