@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ws_protocol::{ChannelName, ClientInfo};
 
+use crate::cluster::ClusterState;
 use crate::conn::{Conn, ConnId};
 use crate::history::History;
 use crate::namespace::NamespaceConfig;
@@ -102,12 +103,15 @@ pub(crate) struct ChannelState {
     /// Set when the channel is taken out of the registry; a caller that still
     /// holds the `Arc` must look the channel up again.
     pub(crate) removed: bool,
+    /// With a clustered broker: how far this node's copy of the channel is in step with the broker. Boxed,
+    /// so a single-node channel pays one pointer for it.
+    pub(crate) cluster: Option<Box<ClusterState>>,
 }
 
 impl ChannelState {
     /// Whether nothing keeps the channel: no subscribers and no history.
     pub(crate) fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.history.is_empty()
+        self.subscribers.is_empty() && self.history.is_empty() && self.cluster.as_ref().is_none_or(|c| !c.pending())
     }
 }
 
@@ -118,7 +122,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(name: ChannelName, policy: Arc<NamespaceConfig>, epoch: Arc<str>) -> Self {
+    pub(crate) fn new(name: ChannelName, policy: Arc<NamespaceConfig>, epoch: Arc<str>, clustered: bool) -> Self {
         Self {
             name,
             policy,
@@ -128,6 +132,7 @@ impl Channel {
                 epoch,
                 history: History::default(),
                 removed: false,
+                cluster: clustered.then(Box::default),
             }),
         }
     }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use ws_protocol::{ChannelName, ClientFrame, Command, CommandId, ErrorCode, ServerMessage};
 
-use crate::conn::ConnId;
+use crate::broker::BrokerError;
+use crate::cluster::broker_error;
+use crate::conn::{Conn, ConnId};
 use crate::connections::ConnEntry;
 use crate::handler::CustomCommand;
 use crate::hub::{CommandError, Hub};
@@ -28,16 +30,13 @@ impl Hub {
         self.inner.stats.messages_in.add(1);
         let Some(entry) = self.entry(id) else { return false };
         match ClientFrame::decode(frame) {
-            Ok(ClientFrame { id: cmd_id, command }) => {
-                let publish = matches!(command, Command::Publish { .. });
-                match self.dispatch(&entry, cmd_id.as_ref(), command, frame) {
-                    Ok(()) => publish,
-                    Err(e) => {
-                        self.reply_error(&entry, cmd_id, e.code, e.message);
-                        false
-                    }
+            Ok(ClientFrame { id: cmd_id, command }) => match self.dispatch(&entry, cmd_id.as_ref(), command, frame) {
+                Ok(publish) => publish,
+                Err(e) => {
+                    self.reply_error(&entry, cmd_id, e.code, e.message);
+                    false
                 }
-            }
+            },
             Err(failure) => {
                 self.reply_error(&entry, failure.id, failure.error.code(), failure.error.to_string());
                 false
@@ -80,8 +79,9 @@ impl Hub {
         id: Option<&CommandId>,
         command: Command,
         frame: &[u8],
-    ) -> Result<(), CommandError> {
+    ) -> Result<bool, CommandError> {
         let id_owned = || id.cloned();
+        let publish = matches!(command, Command::Publish { .. });
         match command {
             Command::Subscribe { channel, recover } => {
                 self.authorize(entry, &channel, Action::Subscribe)?;
@@ -91,7 +91,10 @@ impl Hub {
                 if entry.channels.lock().remove(&channel) {
                     self.leave_channel(entry, &channel);
                 }
-                self.reply(entry, &ServerMessage::Unsubscribed { id: id_owned(), channel });
+                self.reply(
+                    entry,
+                    &ServerMessage::Unsubscribed { id: id_owned(), channel, reason: None, resubscribe: false },
+                );
             }
             Command::Publish { channel, data } => {
                 let policy = self.authorize(entry, &channel, Action::Publish)?;
@@ -101,6 +104,25 @@ impl Hub {
                         format!("data is {} bytes; this channel allows {}", data.len(), policy.max_payload_bytes),
                     ));
                 }
+                if self.inner.clustered {
+                    let reply = self.replier(entry, id_owned());
+                    let name = channel.clone();
+                    let want_reply = id.is_some();
+                    self.publish_with(
+                        &channel,
+                        None,
+                        data,
+                        Box::new(move |result| match result {
+                            Ok(offset) if want_reply => {
+                                reply.send(|id| ServerMessage::Published { id, channel: name, offset })
+                            }
+                            Ok(_) => {}
+                            Err(e) => reply.error(&e),
+                        }),
+                    );
+                    // Nothing was fanned out yet: the broker delivers it, on its own task.
+                    return Ok(false);
+                }
                 let offset = self.publish(&channel, data);
                 if id.is_some() {
                     self.reply(entry, &ServerMessage::Published { id: id_owned(), channel, offset });
@@ -109,12 +131,44 @@ impl Hub {
             Command::Ping => self.reply(entry, &ServerMessage::Pong { id: id_owned() }),
             Command::Presence { channel } => {
                 self.authorize(entry, &channel, Action::Presence)?;
+                if self.inner.clustered {
+                    let reply = self.replier(entry, id_owned());
+                    let name = channel.clone();
+                    self.presence_with(
+                        &channel,
+                        Box::new(move |result| match result {
+                            Ok(clients) => reply.send(|id| ServerMessage::Presence { id, channel: name, clients }),
+                            Err(e) => reply.error(&e),
+                        }),
+                    );
+                    return Ok(false);
+                }
                 let clients = self.presence(&channel);
                 self.reply(entry, &ServerMessage::Presence { id: id_owned(), channel, clients });
             }
             Command::History { channel, limit, since } => {
                 let policy = self.authorize(entry, &channel, Action::History)?;
                 let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| l as usize).min(policy.history_size);
+                if self.inner.clustered {
+                    let reply = self.replier(entry, id_owned());
+                    let name = channel.clone();
+                    self.history_with(
+                        &channel,
+                        limit,
+                        since.as_ref(),
+                        Box::new(move |result| match result {
+                            Ok(page) => reply.send(|id| ServerMessage::History {
+                                id,
+                                channel: name,
+                                epoch: page.epoch,
+                                offset: page.offset,
+                                messages: page.publications,
+                            }),
+                            Err(e) => reply.error(&e),
+                        }),
+                    );
+                    return Ok(false);
+                }
                 let page = self.history(&channel, limit, since.as_ref());
                 self.reply(
                     entry,
@@ -150,11 +204,34 @@ impl Hub {
             }
             _ => return Err(CommandError::new(ErrorCode::UnknownType, "unknown message type")),
         }
-        Ok(())
+        Ok(publish)
+    }
+}
+
+/// Sends a reply that comes later, once the broker has answered.
+struct Replier {
+    hub: Hub,
+    conn: Arc<dyn Conn>,
+    id: Option<CommandId>,
+}
+
+impl Replier {
+    fn send(self, msg: impl FnOnce(Option<CommandId>) -> ServerMessage) {
+        let policy = self.hub.inner.config.namespaces.default_policy().slow_consumer;
+        let _ = self.hub.deliver_one(&self.conn, msg(self.id).encode(), policy);
+    }
+
+    fn error(self, e: &BrokerError) {
+        let e = broker_error(e);
+        self.send(|id| ServerMessage::Error { id, code: e.code, message: e.message });
     }
 }
 
 impl Hub {
+    fn replier(&self, entry: &ConnEntry, id: Option<CommandId>) -> Replier {
+        Replier { hub: self.clone(), conn: Arc::clone(&entry.conn), id }
+    }
+
     /// Asks the authorizer; returns the channel's policy when the action is allowed.
     pub(crate) fn authorize(
         &self,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use ws_protocol::{ChannelName, ErrorCode, ServerMessage};
 
-use crate::broker::{Broker, LocalBroker};
+use crate::broker::{Broker, Control, LocalBroker};
 use crate::channel::ChannelState;
 use crate::clock::Clock;
 use crate::conn::{Conn, ConnId, SendError};
@@ -115,10 +115,12 @@ impl HubBuilder {
     #[must_use]
     pub fn build(self) -> Hub {
         let epoch_seed = self.clock.now_ms();
-        Hub {
+        let clustered = self.broker.clustered();
+        let hub = Hub {
             inner: Arc::new(Inner {
+                clustered,
                 conns: Connections::new(self.config.node_prefix),
-                channels: ChannelRegistry::new(epoch_seed),
+                channels: ChannelRegistry::new(epoch_seed, clustered),
                 config: self.config,
                 clock: self.clock,
                 authorizer: self.authorizer,
@@ -127,7 +129,9 @@ impl HubBuilder {
                 handlers: RwLock::new(HashMap::new()),
                 stats: Stats::default(),
             }),
-        }
+        };
+        hub.inner.broker.attach(WeakHub(Arc::downgrade(&hub.inner)));
+        hub
     }
 }
 
@@ -153,7 +157,27 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// A hub handle that does not keep the hub alive: what a broker holds to call back.
+#[derive(Clone)]
+pub struct WeakHub(std::sync::Weak<Inner>);
+
+impl WeakHub {
+    /// The hub, while it lives.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakHub")
+    }
+}
+
 pub(crate) struct Inner {
+    /// Whether a clustered broker sequences channels (see [`Broker::clustered`]).
+    pub(crate) clustered: bool,
     pub(crate) config: HubConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) authorizer: Arc<dyn ChannelAuthorizer>,
@@ -250,6 +274,8 @@ impl Hub {
             drops_slow_consumer: stats.drops(DropReason::SlowConsumer),
             drops_queue_full: stats.drops(DropReason::QueueFull),
             drops_closed: stats.drops(DropReason::Closed),
+            gaps_filled: stats.gaps_filled.get(),
+            gaps_flagged: stats.gaps_flagged.get(),
         }
     }
 
@@ -339,19 +365,40 @@ impl Hub {
         self.deliver_one(&entry.conn, frame, self.inner.config.namespaces.default_policy().slow_consumer)
     }
 
-    /// Queues an encoded frame on every connection of a user; returns how many took it.
+    /// Queues an encoded frame on every connection of a user, on every node of a cluster; returns how many
+    /// of this node's connections took it.
     pub fn send_to_user(&self, user_id: &str, frame: &Bytes) -> usize {
+        self.control(Control::SendToUser { user_id: user_id.to_owned(), frame: frame.clone() });
+        self.send_to_user_local(user_id, frame)
+    }
+
+    pub(crate) fn send_to_user_local(&self, user_id: &str, frame: &Bytes) -> usize {
         self.user_connections(user_id).into_iter().filter(|id| self.send(*id, frame.clone()).is_ok()).count()
     }
 
-    /// Queues an encoded frame on every connection; returns how many took it.
+    /// Queues an encoded frame on every connection, on every node of a cluster; returns how many of this
+    /// node's connections took it.
     pub fn broadcast(&self, frame: &Bytes) -> usize {
+        self.control(Control::Broadcast { frame: frame.clone() });
+        self.broadcast_local(frame)
+    }
+
+    pub(crate) fn broadcast_local(&self, frame: &Bytes) -> usize {
         let policy = self.inner.config.namespaces.default_policy().slow_consumer;
         self.inner.conns.all().iter().filter(|e| self.deliver_one(&e.conn, frame.clone(), policy).is_ok()).count()
     }
 
-    /// Sends `disconnect` and closes one connection; returns false when it is not registered.
+    /// Sends `disconnect` and closes one connection, wherever it is in a cluster; returns whether it was on
+    /// this node.
     pub fn disconnect(&self, id: ConnId, code: u16, reason: &str, reconnect_after_ms: u64) -> bool {
+        let here = self.disconnect_local(id, code, reason, reconnect_after_ms);
+        if !here {
+            self.control(Control::DisconnectConn { conn_id: id, code, reason: reason.to_owned() });
+        }
+        here
+    }
+
+    pub(crate) fn disconnect_local(&self, id: ConnId, code: u16, reason: &str, reconnect_after_ms: u64) -> bool {
         let Some(entry) = self.entry(id) else { return false };
         let frame = ServerMessage::Disconnect { code, reason: reason.to_owned(), reconnect_after_ms }.encode();
         // The close follows at once; a full queue just means the frame is lost.
@@ -360,12 +407,40 @@ impl Hub {
         true
     }
 
-    /// Disconnects every connection of a user; returns how many.
+    /// Disconnects every connection of a user, on every node of a cluster; returns how many were on this node.
     pub fn disconnect_user(&self, user_id: &str, code: u16, reason: &str, reconnect_after_ms: u64) -> usize {
+        self.control(Control::DisconnectUser { user_id: user_id.to_owned(), code, reason: reason.to_owned() });
+        self.disconnect_user_local(user_id, code, reason, reconnect_after_ms)
+    }
+
+    pub(crate) fn disconnect_user_local(
+        &self,
+        user_id: &str,
+        code: u16,
+        reason: &str,
+        reconnect_after_ms: u64,
+    ) -> usize {
         self.user_connections(user_id)
             .into_iter()
-            .filter(|id| self.disconnect(*id, code, reason, reconnect_after_ms))
+            .filter(|id| self.disconnect_local(*id, code, reason, reconnect_after_ms))
             .count()
+    }
+
+    /// A handle that does not keep the hub alive.
+    pub(crate) fn weak(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether a clustered broker sequences this hub's channels.
+    #[must_use]
+    pub fn is_clustered(&self) -> bool {
+        self.inner.clustered
+    }
+
+    /// Whether the broker can take requests now (always true on a single node).
+    #[must_use]
+    pub fn broker_available(&self) -> bool {
+        !self.inner.clustered || self.inner.broker.available()
     }
 
     /// Queues a frame on one subscriber and applies `policy` when its queue is full.

@@ -28,6 +28,7 @@
 mod broker;
 mod channel;
 mod clock;
+mod cluster;
 mod commands;
 mod conn;
 mod connections;
@@ -46,12 +47,14 @@ mod subscriptions;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
-pub use broker::{Broker, LocalBroker};
+pub use broker::{
+    Broker, BrokerError, Control, Done, HistoryReply, HistoryRequest, LocalBroker, Position, PublishRequest,
+};
 pub use clock::Clock;
 pub use conn::{Conn, ConnId, SendError};
 pub use handler::{CustomCommand, Handler, HandlerError};
 pub use hooks::{DisconnectReason, Hooks, NoHooks};
-pub use hub::{CommandError, ConnInfo, Hub, HubBuilder, HubConfig, RegisterError};
+pub use hub::{CommandError, ConnInfo, Hub, HubBuilder, HubConfig, RegisterError, WeakHub};
 pub use namespace::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
 pub use policy::{
     Action, AllowAnonymous, AuthError, AuthRequest, Authenticator, ChannelAuthorizer, Denial, Identity,

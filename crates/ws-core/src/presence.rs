@@ -2,6 +2,7 @@
 
 use ws_protocol::{ChannelName, ClientInfo, Publication, StreamPosition};
 
+use crate::broker::{BrokerError, Done, HistoryRequest};
 use crate::channel::Subscriber;
 use crate::hub::Hub;
 
@@ -18,7 +19,7 @@ pub struct HistoryPage {
 }
 
 impl Hub {
-    /// Who is subscribed to a channel on this node.
+    /// Who is subscribed to a channel on this node (in a cluster, [`Hub::presence_with`] asks every node).
     #[must_use]
     pub fn presence(&self, channel: &ChannelName) -> Vec<ClientInfo> {
         self.lookup(channel)
@@ -41,5 +42,47 @@ impl Hub {
             offset: state.offset,
             publications: state.history.publications(after, limit),
         }
+    }
+}
+
+impl Hub {
+    /// Who is subscribed to a channel: on this node (at once) or, in a cluster, across it (when the broker
+    /// answers).
+    pub fn presence_with(&self, channel: &ChannelName, done: Done<Vec<ClientInfo>>) {
+        if !self.inner.clustered {
+            return done(Ok(self.presence(channel)));
+        }
+        if !self.inner.broker.available() {
+            return done(Err(BrokerError::Unavailable("the broker cannot be reached".into())));
+        }
+        self.inner.broker.presence(channel, done);
+    }
+
+    /// A page of a channel's history, as [`Hub::history`] gives it, from this node's memory or, in a
+    /// cluster, from the broker's stream.
+    pub fn history_with(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        since: Option<&StreamPosition>,
+        done: Done<HistoryPage>,
+    ) {
+        if !self.inner.clustered {
+            return done(Ok(self.history(channel, limit, since)));
+        }
+        if !self.inner.broker.available() {
+            return done(Err(BrokerError::Unavailable("the broker cannot be reached".into())));
+        }
+        let request = HistoryRequest { channel: channel.clone(), since: since.cloned(), limit };
+        self.inner.broker.history(
+            request,
+            Box::new(move |result| {
+                done(result.map(|r| HistoryPage {
+                    epoch: r.position.epoch.to_string(),
+                    offset: r.position.offset,
+                    publications: r.publications,
+                }));
+            }),
+        );
     }
 }

@@ -1,23 +1,55 @@
 //! Publishing and sequencing: offsets assigned under the channel lock, encode once and fan out, remote
 //! deliveries, the process helpers.
 
-use bytes::Bytes;
 use ws_protocol::{ChannelName, ChannelNameError, Json, Publication};
 
+use crate::broker::{BrokerError, Done, PublishRequest};
 use crate::hub::Hub;
 
 impl Hub {
     /// Publishes `data` on a channel and returns its offset.
     ///
-    /// The `message` frame is encoded once and shared by every local
-    /// subscriber, then handed to the broker. The offset is 0 when the channel
-    /// has no local subscribers and keeps no history: nothing here stored it.
+    /// On a single node the `message` frame is encoded once and shared by every local subscriber. The
+    /// offset is 0 when the channel has no local subscribers and keeps no history: nothing here stored it.
+    ///
+    /// In a cluster the broker numbers the publication and every node, this one too, delivers it when the
+    /// broker publishes it: this returns 0 at once and cannot report a failure. Use [`Hub::publish_with`]
+    /// to learn the offset or the error.
     pub fn publish(&self, channel: &ChannelName, data: Json) -> u64 {
         self.publish_event(channel, None, data)
     }
 
-    /// Publishes `data` with an application event name (`process_output`, say).
+    /// Publishes `data` with an application event name (`process_output`, say); see [`Hub::publish`].
     pub fn publish_event(&self, channel: &ChannelName, event: Option<&str>, data: Json) -> u64 {
+        if self.inner.clustered {
+            self.publish_with(channel, event, data, Box::new(|_| {}));
+            return 0;
+        }
+        self.publish_local(channel, event, data)
+    }
+
+    /// Publishes and calls `done` with the offset, or with why the broker could not take it. On a single
+    /// node `done` runs before this returns; in a cluster, when the broker has stored and numbered it.
+    pub fn publish_with(&self, channel: &ChannelName, event: Option<&str>, data: Json, done: Done<u64>) {
+        if !self.inner.clustered {
+            return done(Ok(self.publish_local(channel, event, data)));
+        }
+        self.inner.stats.publications.add(1);
+        if !self.inner.broker.available() {
+            return done(Err(BrokerError::Unavailable("the broker cannot be reached".into())));
+        }
+        let policy = self.policy(channel);
+        let request = PublishRequest {
+            channel: channel.clone(),
+            event: event.map(str::to_owned),
+            data,
+            history_size: policy.history_size,
+            history_ttl_ms: policy.history_ttl_ms,
+        };
+        self.inner.broker.publish(request, done);
+    }
+
+    fn publish_local(&self, channel: &ChannelName, event: Option<&str>, data: Json) -> u64 {
         self.inner.stats.publications.add(1);
         let keep = self.policy(channel).history_size > 0;
         loop {
@@ -36,21 +68,12 @@ impl Hub {
             if let (Some(ch), Some(state)) = (&ch, &mut state) {
                 self.fan_out(state, &frame, ch.policy.slow_consumer);
             }
-            self.inner.broker.publish(&publication, &frame);
             if let (true, Some(ch), Some(state)) = (keep, &ch, &mut state) {
                 let now = self.now_ms();
                 state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
             }
             return offset;
         }
-    }
-
-    /// Delivers a publication that came from another node to the local
-    /// subscribers, without handing it back to the broker. Returns how many took it.
-    pub fn deliver_remote(&self, publication: &Publication, frame: &Bytes) -> usize {
-        let Some(ch) = self.lookup(&publication.channel) else { return 0 };
-        let state = ch.state.lock();
-        self.fan_out(&state, frame, ch.policy.slow_consumer)
     }
 
     /// Publishes one line of a process's output on `process:{id}` with event `process_output`.

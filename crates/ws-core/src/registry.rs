@@ -21,11 +21,13 @@ pub(crate) struct ChannelRegistry {
     /// Epochs are `<seed>-<n>`: the seed (the clock when the hub was built) tells two runs of the node apart.
     epoch_seed: u64,
     epochs: AtomicU64,
+    /// Whether channels are sequenced by a clustered broker (and start out waiting for it).
+    clustered: bool,
 }
 
 impl ChannelRegistry {
-    pub(crate) fn new(epoch_seed: u64) -> Self {
-        Self { map: ShardedMap::new(), count: Counter::default(), epoch_seed, epochs: AtomicU64::new(0) }
+    pub(crate) fn new(epoch_seed: u64, clustered: bool) -> Self {
+        Self { map: ShardedMap::new(), count: Counter::default(), epoch_seed, epochs: AtomicU64::new(0), clustered }
     }
 
     fn new_epoch(&self) -> Arc<str> {
@@ -45,7 +47,9 @@ impl ChannelRegistry {
         let mut shard = self.map.shard(channel).write();
         Arc::clone(shard.entry(channel.clone()).or_insert_with(|| {
             self.count.add(1);
-            Arc::new(Channel::new(channel.clone(), Arc::clone(policy), self.new_epoch()))
+            // A clustered channel's epoch comes from the broker; until then it has none.
+            let epoch = if self.clustered { Arc::from("") } else { self.new_epoch() };
+            Arc::new(Channel::new(channel.clone(), Arc::clone(policy), epoch, self.clustered))
         }))
     }
 

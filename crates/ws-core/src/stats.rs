@@ -100,6 +100,8 @@ pub(crate) struct Stats {
     pub(crate) messages_in: Counter,
     pub(crate) messages_out: Counter,
     pub(crate) publications: Counter,
+    pub(crate) gaps_filled: Counter,
+    pub(crate) gaps_flagged: Counter,
     drops: [Counter; 3],
 }
 
@@ -135,6 +137,10 @@ pub struct StatsSnapshot {
     pub drops_queue_full: u64,
     /// Frames not queued because the connection was closed.
     pub drops_closed: u64,
+    /// In a cluster: offset gaps on a live channel filled from the broker's history.
+    pub gaps_filled: u64,
+    /// In a cluster: gaps that could not be filled, answered with `unsubscribed` / `insufficient_state`.
+    pub gaps_flagged: u64,
 }
 
 impl StatsSnapshot {

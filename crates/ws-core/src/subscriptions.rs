@@ -70,7 +70,9 @@ impl Hub {
     /// # Errors
     /// [`ErrorCode::LimitExceeded`] when the connection is at its channel limit;
     /// [`ErrorCode::BadRequest`] when the connection is not registered.
-    pub fn subscribe(&self, id: ConnId, channel: &ChannelName) -> Result<Subscribed, CommandError> {
+    ///
+    /// In a cluster the subscription may wait for the broker: `Ok(None)` then, and it completes on its own.
+    pub fn subscribe(&self, id: ConnId, channel: &ChannelName) -> Result<Option<Subscribed>, CommandError> {
         let entry = self.entry(id).ok_or_else(|| CommandError::new(ErrorCode::BadRequest, "no such connection"))?;
         self.join_channel(&entry, channel, None, None)
     }
@@ -94,7 +96,7 @@ impl Hub {
         channel: &ChannelName,
         recover: Option<&StreamPosition>,
         reply: Option<Option<CommandId>>,
-    ) -> Result<Subscribed, CommandError> {
+    ) -> Result<Option<Subscribed>, CommandError> {
         {
             let mut mine = entry.channels.lock();
             if !mine.contains(channel) {
@@ -106,6 +108,9 @@ impl Hub {
                 }
                 mine.insert(channel.clone());
             }
+        }
+        if self.inner.clustered {
+            return self.cluster_join(entry, channel, recover, reply);
         }
         loop {
             let ch = self.get_or_create(channel);
@@ -126,9 +131,6 @@ impl Hub {
                 });
             if added {
                 self.inner.stats.subscriptions.add(1);
-                if state.subscribers.len() == 1 {
-                    self.inner.broker.channel_active(channel);
-                }
             }
             let policy = &ch.policy;
             if policy.history_ttl_ms > 0 {
@@ -173,12 +175,15 @@ impl Hub {
                 let frame = ServerMessage::Join { channel: channel.clone(), client: entry.client_info() }.encode();
                 self.fan_out(&state, &frame, policy.slow_consumer);
             }
-            return Ok(result);
+            return Ok(Some(result));
         }
     }
 
     /// Takes the connection out of the channel's subscribers (its own channel set is already updated).
     pub(crate) fn leave_channel(&self, entry: &ConnEntry, channel: &ChannelName) {
+        if self.inner.clustered {
+            return self.cluster_leave(entry, channel);
+        }
         let Some(ch) = self.lookup(channel) else { return };
         let now_empty = {
             let mut state = ch.state.lock();
@@ -191,11 +196,7 @@ impl Hub {
                 let frame = ServerMessage::Leave { channel: channel.clone(), client: entry.client_info() }.encode();
                 self.fan_out(&state, &frame, ch.policy.slow_consumer);
             }
-            let empty = state.subscribers.is_empty();
-            if empty {
-                self.inner.broker.channel_inactive(channel);
-            }
-            empty
+            state.subscribers.is_empty()
         };
         if now_empty {
             self.inner.channels.remove_if_idle(&ch);
@@ -204,6 +205,6 @@ impl Hub {
 }
 
 /// Whether a replay stays within `(messages, bytes)`.
-fn fits(frames: &[Bytes], (messages, bytes): (usize, usize)) -> bool {
+pub(crate) fn fits(frames: &[Bytes], (messages, bytes): (usize, usize)) -> bool {
     frames.len() <= messages && frames.iter().map(Bytes::len).sum::<usize>() <= bytes
 }

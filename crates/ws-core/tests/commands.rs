@@ -81,7 +81,15 @@ fn unsubscribe_stops_delivery_and_is_idempotent() {
     let (a, b) = (sim.connect(), sim.connect());
     sim.request(&a, r#"{"type":"subscribe","channel":"room"}"#);
     let reply = only(sim.request(&a, r#"{"type":"unsubscribe","id":2,"channel":"room"}"#));
-    assert_eq!(reply, ServerMessage::Unsubscribed { id: Some(CommandId::Int(2)), channel: ch("room") });
+    assert_eq!(
+        reply,
+        ServerMessage::Unsubscribed {
+            id: Some(CommandId::Int(2)),
+            channel: ch("room"),
+            reason: None,
+            resubscribe: false
+        }
+    );
     let again = only(sim.request(&a, r#"{"type":"unsubscribe","id":2,"channel":"room"}"#));
     assert_eq!(again, reply);
     sim.request(&b, r#"{"type":"publish","channel":"room","data":1}"#);

@@ -1,31 +1,15 @@
-//! The hub's seams and conveniences: the broker, hooks, direct sends, disconnects and the process helpers.
+//! The hub's seams and conveniences: hooks, direct sends, disconnects and the process helpers.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use ws_core::test_util::{ManualClock, RecordingConn};
-use ws_core::{Broker, ConnInfo, DisconnectReason, Hooks, Hub, Identity};
-use ws_protocol::{ChannelName, Json, Publication, ServerMessage};
+use ws_core::{ConnInfo, DisconnectReason, Hooks, Hub, Identity};
+use ws_protocol::{ChannelName, ServerMessage};
 
 fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
-}
-
-#[derive(Debug, Default)]
-struct RecordingBroker(Mutex<Vec<String>>);
-
-impl Broker for RecordingBroker {
-    fn channel_active(&self, channel: &ChannelName) {
-        self.0.lock().push(format!("active {channel}"));
-    }
-    fn channel_inactive(&self, channel: &ChannelName) {
-        self.0.lock().push(format!("inactive {channel}"));
-    }
-    fn publish(&self, publication: &Publication, frame: &Bytes) {
-        assert_eq!(frame, &publication.encode(), "the broker gets the frame subscribers got");
-        self.0.lock().push(format!("publish {} {}", publication.channel, publication.offset));
-    }
 }
 
 #[derive(Debug, Default)]
@@ -44,35 +28,6 @@ fn connect(hub: &Hub, identity: Identity) -> Arc<RecordingConn> {
     let conn = RecordingConn::new(hub.next_conn_id());
     hub.register(conn.clone(), identity, None).unwrap();
     conn
-}
-
-#[test]
-fn the_broker_hears_first_and_last_subscribers_and_every_publication() {
-    let broker = Arc::new(RecordingBroker::default());
-    let hub = Hub::builder(ManualClock::new(0)).broker(broker.clone()).build();
-    let (a, b) = (connect(&hub, Identity::anonymous()), connect(&hub, Identity::anonymous()));
-    hub.subscribe(a.id(), &ch("x")).unwrap();
-    hub.subscribe(b.id(), &ch("x")).unwrap();
-    hub.publish(&ch("x"), Json::null());
-    hub.publish(&ch("nobody"), Json::null());
-    hub.unsubscribe(a.id(), &ch("x"));
-    hub.unregister(b.id(), &DisconnectReason::new(1000, "bye"));
-    assert_eq!(*broker.0.lock(), ["active x", "publish x 1", "publish nobody 0", "inactive x"]);
-}
-
-#[test]
-fn remote_publications_reach_local_subscribers_only() {
-    let broker = Arc::new(RecordingBroker::default());
-    let hub = Hub::builder(ManualClock::new(0)).broker(broker.clone()).build();
-    let a = connect(&hub, Identity::anonymous());
-    hub.subscribe(a.id(), &ch("x")).unwrap();
-    a.drain();
-    let remote = Publication { channel: ch("x"), offset: 7, event: None, data: Json::parse("1").unwrap() };
-    assert_eq!(hub.deliver_remote(&remote, &remote.encode()), 1);
-    assert_eq!(a.messages(), vec![ServerMessage::Message(remote.clone())]);
-    let elsewhere = Publication { channel: ch("y"), ..remote };
-    assert_eq!(hub.deliver_remote(&elsewhere, &elsewhere.encode()), 0);
-    assert!(!broker.0.lock().iter().any(|e| e.starts_with("publish")), "remote publications are not sent back");
 }
 
 #[test]

@@ -24,11 +24,15 @@ pub enum ErrorCode {
     RateLimited,
     /// A server fault; the message says nothing secret.
     Internal,
+    /// The cluster's broker cannot be reached; the command was not carried out.
+    Unavailable,
+    /// The broker did not answer in time; the outcome is unknown.
+    Timeout,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 10] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -37,6 +41,8 @@ impl ErrorCode {
         Self::LimitExceeded,
         Self::RateLimited,
         Self::Internal,
+        Self::Unavailable,
+        Self::Timeout,
     ];
 
     /// The code as it appears on the wire.
@@ -51,6 +57,8 @@ impl ErrorCode {
             Self::LimitExceeded => "limit_exceeded",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
         }
     }
 

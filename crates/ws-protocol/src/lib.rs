@@ -37,7 +37,9 @@ pub use channel::{validate as validate_channel, ChannelName, ChannelNameError, M
 pub use command::{ClientFrame, Command, CommandId, DecodeFailure, StreamPosition, MAX_ID_LEN, MAX_TYPE_LEN};
 pub use error::{DecodeError, ErrorCode};
 pub use json::{Json, MAX_DEPTH};
-pub use server::{encode_message, ClientInfo, Publication, ServerDecodeError, ServerMessage, PROTOCOL_VERSION};
+pub use server::{
+    encode_message, ClientInfo, Publication, ServerDecodeError, ServerMessage, UnsubscribeReason, PROTOCOL_VERSION,
+};
 
 /// WebSocket close codes of the protocol (PROTOCOL.md, "Close codes").
 pub mod close {
@@ -63,4 +65,6 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4001;
     /// Rate limit abused repeatedly.
     pub const RATE_LIMITED: u16 = 4003;
+    /// Disconnected by the application (`POST /api/disconnect`): do not reconnect on its own.
+    pub const APP_DISCONNECT: u16 = 4004;
 }

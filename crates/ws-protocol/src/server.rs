@@ -13,6 +13,37 @@ use crate::writer::JsonWriter;
 /// The protocol version this crate speaks, sent in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Why the server dropped a subscription on its own (the unsolicited `unsubscribed` notice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnsubscribeReason {
+    /// The node cannot prove it delivered every message (an offset skipped, the broker link broke) and could
+    /// not fill the gap from history.
+    InsufficientState,
+    /// The connection may no longer read the channel.
+    Forbidden,
+    /// The channel was closed by the server.
+    ChannelClosed,
+}
+
+impl UnsubscribeReason {
+    /// The reason as it appears on the wire.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientState => "insufficient_state",
+            Self::Forbidden => "forbidden",
+            Self::ChannelClosed => "channel_closed",
+        }
+    }
+
+    /// Parses a wire reason.
+    #[must_use]
+    pub fn from_wire(s: &str) -> Option<Self> {
+        [Self::InsufficientState, Self::Forbidden, Self::ChannelClosed].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// One publication as it appears in a `message` frame and in `history`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
@@ -120,12 +151,17 @@ pub enum ServerMessage {
         /// How many messages are replayed (present when `recover` was sent).
         missed: Option<u64>,
     },
-    /// Reply to `unsubscribe`.
+    /// Reply to `unsubscribe` (with `reason: None`), or the unsolicited notice that the server dropped a
+    /// subscription (no `id`, with a reason).
     Unsubscribed {
         /// The command's id.
         id: Option<CommandId>,
         /// The channel.
         channel: ChannelName,
+        /// Why the server dropped the subscription; `None` in a reply.
+        reason: Option<UnsubscribeReason>,
+        /// Whether the client should subscribe again with `recover` (written only with a reason).
+        resubscribe: bool,
     },
     /// Reply to `publish` with an id.
     Published {
@@ -251,9 +287,13 @@ impl ServerMessage {
                     w.u64_field("missed", *m);
                 }
             }
-            Self::Unsubscribed { id, channel } => {
+            Self::Unsubscribed { id, channel, reason, resubscribe } => {
                 w.opt_id(id.as_ref());
                 w.str_field("channel", channel.as_str());
+                if let Some(reason) = reason {
+                    w.str_field("reason", reason.as_str());
+                    w.bool_field("resubscribe", *resubscribe);
+                }
             }
             Self::Published { id, channel, offset } => {
                 w.opt_id(id.as_ref());
@@ -394,6 +434,7 @@ struct RawServerMessage<'a> {
     epoch: Option<String>,
     recovered: Option<bool>,
     missed: Option<u64>,
+    resubscribe: Option<bool>,
     clients: Option<Vec<ClientInfo>>,
     #[serde(borrow)]
     messages: Option<Vec<RawPublication<'a>>>,
@@ -454,9 +495,15 @@ impl RawServerMessage<'_> {
                 recovered: self.recovered,
                 missed: self.missed,
             },
-            "unsubscribed" => {
-                ServerMessage::Unsubscribed { id: self.id, channel: self.channel.ok_or_else(|| need("channel"))? }
-            }
+            "unsubscribed" => ServerMessage::Unsubscribed {
+                id: self.id,
+                channel: self.channel.ok_or_else(|| need("channel"))?,
+                reason: match self.reason.as_deref() {
+                    None => None,
+                    Some(r) => Some(UnsubscribeReason::from_wire(r).ok_or_else(|| need("reason"))?),
+                },
+                resubscribe: self.resubscribe.unwrap_or(false),
+            },
             "published" => ServerMessage::Published {
                 id: self.id,
                 channel: self.channel.ok_or_else(|| need("channel"))?,

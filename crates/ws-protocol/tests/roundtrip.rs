@@ -3,7 +3,8 @@
 use serde_json::Value;
 use ws_protocol::{
     encode_message, ChannelName, ClientFrame, ClientInfo, Command, CommandId, ErrorCode, Json, Publication,
-    ServerMessage, StreamPosition, MAX_CHANNEL_LEN, MAX_DEPTH, MAX_ID_LEN, MAX_TYPE_LEN, PROTOCOL_VERSION,
+    ServerMessage, StreamPosition, UnsubscribeReason, MAX_CHANNEL_LEN, MAX_DEPTH, MAX_ID_LEN, MAX_TYPE_LEN,
+    PROTOCOL_VERSION,
 };
 
 fn ch(name: &str) -> ChannelName {
@@ -199,7 +200,13 @@ fn server_messages() -> Vec<ServerMessage> {
             });
         }
         messages.extend([
-            ServerMessage::Unsubscribed { id: id.clone(), channel: lobby.clone() },
+            ServerMessage::Unsubscribed { id: id.clone(), channel: lobby.clone(), reason: None, resubscribe: false },
+            ServerMessage::Unsubscribed {
+                id: None,
+                channel: lobby.clone(),
+                reason: Some(UnsubscribeReason::InsufficientState),
+                resubscribe: true,
+            },
             ServerMessage::Published { id: id.clone(), channel: lobby.clone(), offset: 1 },
             ServerMessage::Published { id: id.clone(), channel: ch("inbox:private#42"), offset: u64::MAX },
             ServerMessage::Pong { id: id.clone() },

@@ -262,9 +262,9 @@ impl Api {
         };
         let reason = "disconnected by the server";
         let n = match (body.user_id, body.conn_id) {
-            (Some(user), None) => self.hub.disconnect_user(&user, close::POLICY, reason, 0),
+            (Some(user), None) => self.hub.disconnect_user(&user, close::APP_DISCONNECT, reason, 0),
             (None, Some(conn)) => match conn.parse::<ConnId>() {
-                Ok(id) => usize::from(self.hub.disconnect(id, close::POLICY, reason, 0)),
+                Ok(id) => usize::from(self.hub.disconnect(id, close::APP_DISCONNECT, reason, 0)),
                 Err(_) => return ApiResponse::bad_request("field `conn_id` must be a connection id (16 hex digits)"),
             },
             _ => return ApiResponse::bad_request("give exactly one of `user_id` and `conn_id`"),

@@ -82,13 +82,13 @@ async fn channels_presence_history_stats_and_disconnect() {
     let body = json!({"conn_id": conn_id}).to_string();
     let r = http(server.addr, "POST", "/api/disconnect", &[AUTH], body.as_bytes()).await;
     assert_eq!(r.json(), json!({"disconnected": 1}));
-    // Drain the three messages, then the disconnect frame and close 1008.
+    // Drain the three messages, then the disconnect frame and close 4004.
     for _ in 0..3 {
         assert_eq!(next_json(&mut ws).await["type"], "message");
     }
     let d = next_json(&mut ws).await;
-    assert_eq!((d["type"].as_str(), d["code"].as_u64()), (Some("disconnect"), Some(1008)));
-    assert_eq!(common::close_code(&mut ws).await, 1008);
+    assert_eq!((d["type"].as_str(), d["code"].as_u64()), (Some("disconnect"), Some(4004)));
+    assert_eq!(common::close_code(&mut ws).await, 4004);
     server.shutdown().await.unwrap();
 }
 
