@@ -1,0 +1,227 @@
+//! Envelopes: what nodes say to each other over Redis pub/sub.
+//!
+//! Every envelope is one JSON object with a format version `v`, a kind `k` and the origin node id `o`:
+//! - `p`, a publication, written by the publish script so that its epoch `e` and offset `n` are the ones
+//!   Redis assigned: `{"v":1,"k":"p","o":node,"e":epoch,"n":offset,"ev":event-or-null,"d":data}`;
+//! - `j` / `l`, a subscriber joined or left a channel on the origin: `{"v":1,"k":"j","o":node,"c":client}`;
+//! - `c`, a control command for every node: `{"v":1,"k":"c","o":node,"c":command}`.
+//!
+//! A node drops join/leave and control envelopes from itself (it applied them before sending), never
+//! publications (every node, the origin too, delivers in the order Redis publishes). An envelope of another
+//! version, or one that does not parse, is dropped and counted, so nodes of different versions can share a
+//! Redis during a rolling upgrade.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use ws_core::{ConnId, Control};
+use ws_protocol::{ClientInfo, Json};
+
+/// The envelope format this node writes and reads.
+pub(crate) const VERSION: u64 = 1;
+
+/// The largest envelope a node reads; larger ones are dropped as oversized.
+pub(crate) const MAX_ENVELOPE: usize = 16 * 1024 * 1024;
+
+/// A decoded envelope.
+#[derive(Debug)]
+pub(crate) enum Envelope {
+    Publication { epoch: String, offset: u64, event: Option<String>, data: Json },
+    JoinLeave { joined: bool, client: ClientInfo },
+    Control(Control),
+}
+
+/// Why an envelope was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// Not JSON, or not the shape its kind needs.
+    Malformed,
+    /// Over [`MAX_ENVELOPE`].
+    Oversized,
+    /// Another format version.
+    UnknownVersion,
+    /// A join/leave or control from this node.
+    OwnEcho,
+}
+
+impl Dropped {
+    pub(crate) const ALL: [Dropped; 4] = [Self::Malformed, Self::Oversized, Self::UnknownVersion, Self::OwnEcho];
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Oversized => "oversized",
+            Self::UnknownVersion => "unknown_version",
+            Self::OwnEcho => "own_echo",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    v: u64,
+    k: &'a str,
+    o: &'a str,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    ev: Option<String>,
+    #[serde(borrow, default)]
+    d: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    c: Option<&'a RawValue>,
+}
+
+/// A control command as it travels.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum WireControl {
+    DisconnectUser {
+        user_id: String,
+        code: u16,
+        reason: String,
+    },
+    DisconnectConn {
+        conn_id: String,
+        code: u16,
+        reason: String,
+    },
+    // The frame travels as a string: an internally tagged enum cannot borrow raw JSON.
+    SendToUser {
+        user_id: String,
+        frame: String,
+    },
+    Broadcast {
+        frame: String,
+    },
+}
+
+/// Decodes an envelope received from Redis; `node` is this node's id.
+pub(crate) fn decode(payload: &[u8], node: &str) -> Result<Envelope, Dropped> {
+    if payload.len() > MAX_ENVELOPE {
+        return Err(Dropped::Oversized);
+    }
+    let raw: Raw<'_> = serde_json::from_slice(payload).map_err(|_| Dropped::Malformed)?;
+    if raw.v != VERSION {
+        return Err(Dropped::UnknownVersion);
+    }
+    match raw.k {
+        "p" => {
+            let (Some(epoch), Some(offset), Some(d)) = (raw.e, raw.n, raw.d) else { return Err(Dropped::Malformed) };
+            // Data that reached Redis was validated by its origin; parsing again keeps a forged envelope from
+            // putting invalid JSON in front of clients.
+            let data = Json::parse(Bytes::copy_from_slice(d.get().as_bytes())).map_err(|_| Dropped::Malformed)?;
+            Ok(Envelope::Publication { epoch, offset, event: raw.ev, data })
+        }
+        "j" | "l" => {
+            if raw.o == node {
+                return Err(Dropped::OwnEcho);
+            }
+            let client: ClientInfo =
+                serde_json::from_str(raw.c.ok_or(Dropped::Malformed)?.get()).map_err(|_| Dropped::Malformed)?;
+            Ok(Envelope::JoinLeave { joined: raw.k == "j", client })
+        }
+        "c" => {
+            if raw.o == node {
+                return Err(Dropped::OwnEcho);
+            }
+            let c: WireControl =
+                serde_json::from_str(raw.c.ok_or(Dropped::Malformed)?.get()).map_err(|_| Dropped::Malformed)?;
+            let frame = Bytes::from;
+            Ok(Envelope::Control(match c {
+                WireControl::DisconnectUser { user_id, code, reason } => Control::DisconnectUser { user_id, code, reason },
+                WireControl::DisconnectConn { conn_id, code, reason } => Control::DisconnectConn {
+                    conn_id: conn_id.parse::<ConnId>().map_err(|_| Dropped::Malformed)?,
+                    code,
+                    reason,
+                },
+                WireControl::SendToUser { user_id, frame: f } => Control::SendToUser { user_id, frame: frame(f) },
+                WireControl::Broadcast { frame: f } => Control::Broadcast { frame: frame(f) },
+            }))
+        }
+        _ => Err(Dropped::Malformed),
+    }
+}
+
+/// The start of a publication envelope, up to the fields the publish script appends.
+pub(crate) fn publication_head(node: &str) -> String {
+    format!(r#"{{"v":{VERSION},"k":"p","o":{}"#, json_string(node))
+}
+
+/// A join or leave envelope.
+pub(crate) fn join_leave(node: &str, joined: bool, client: &ClientInfo) -> String {
+    let kind = if joined { "j" } else { "l" };
+    let client = serde_json::to_string(client).unwrap_or_else(|_| "null".into());
+    format!(r#"{{"v":{VERSION},"k":"{kind}","o":{},"c":{client}}}"#, json_string(node))
+}
+
+/// A control envelope.
+pub(crate) fn control(node: &str, command: &Control) -> Option<String> {
+    let text = |b: &Bytes| String::from_utf8(b.to_vec()).ok();
+    let body = match command {
+        Control::DisconnectUser { user_id, code, reason } => serde_json::to_string(&WireControl::DisconnectUser {
+            user_id: user_id.clone(),
+            code: *code,
+            reason: reason.clone(),
+        }),
+        Control::DisconnectConn { conn_id, code, reason } => serde_json::to_string(&WireControl::DisconnectConn {
+            conn_id: conn_id.to_string(),
+            code: *code,
+            reason: reason.clone(),
+        }),
+        Control::SendToUser { user_id, frame } => {
+            serde_json::to_string(&WireControl::SendToUser { user_id: user_id.clone(), frame: text(frame)? })
+        }
+        Control::Broadcast { frame } => serde_json::to_string(&WireControl::Broadcast { frame: text(frame)? }),
+        _ => return None,
+    }
+    .ok()?;
+    Some(format!(r#"{{"v":{VERSION},"k":"c","o":{},"c":{body}}}"#, json_string(node)))
+}
+
+/// A JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_echoes_and_garbage_are_dropped() {
+        let head = publication_head("a");
+        let p = format!(r#"{head},"e":"abc","n":7,"ev":null,"d":{{"x":[1,2]}}}}"#);
+        match decode(p.as_bytes(), "b").unwrap() {
+            Envelope::Publication { epoch, offset, event, data } => {
+                assert_eq!((epoch.as_str(), offset, event, data.as_str()), ("abc", 7, None, r#"{"x":[1,2]}"#));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(p.as_bytes(), "a"), Ok(Envelope::Publication { .. })), "publications are not echoes");
+
+        let client = ClientInfo { conn_id: "0000000000000001".into(), user_id: Some("u".into()) };
+        let j = join_leave("a", true, &client);
+        assert!(matches!(decode(j.as_bytes(), "b"), Ok(Envelope::JoinLeave { joined: true, .. })));
+        assert_eq!(decode(j.as_bytes(), "a").unwrap_err(), Dropped::OwnEcho);
+
+        let c = control("a", &Control::Broadcast { frame: Bytes::from_static(br#"{"type":"x"}"#) }).unwrap();
+        match decode(c.as_bytes(), "b").unwrap() {
+            Envelope::Control(Control::Broadcast { frame }) => assert_eq!(&frame[..], br#"{"type":"x"}"#),
+            other => panic!("{other:?}"),
+        }
+        let d = control("a", &Control::DisconnectConn { conn_id: ConnId::new(5), code: 4004, reason: "r".into() });
+        assert!(matches!(
+            decode(d.unwrap().as_bytes(), "b"),
+            Ok(Envelope::Control(Control::DisconnectConn { code: 4004, .. }))
+        ));
+
+        assert_eq!(decode(b"not json", "b").unwrap_err(), Dropped::Malformed);
+        assert_eq!(decode(br#"{"v":2,"k":"p","o":"a"}"#, "b").unwrap_err(), Dropped::UnknownVersion);
+        assert_eq!(decode(br#"{"v":1,"k":"p","o":"a","e":"x"}"#, "b").unwrap_err(), Dropped::Malformed);
+        assert_eq!(decode(br#"{"v":1,"k":"z","o":"a"}"#, "b").unwrap_err(), Dropped::Malformed);
+        assert_eq!(decode(&vec![b' '; MAX_ENVELOPE + 1], "b").unwrap_err(), Dropped::Oversized);
+    }
+}

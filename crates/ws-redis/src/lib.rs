@@ -1,0 +1,459 @@
+//! ws-hub's Redis broker: several `ws-server` nodes on one Redis behave as one hub.
+//!
+//! [`RedisBroker`] implements [`ws_core::Broker`] as a clustered broker: Redis is the single sequencer of
+//! every channel.
+//!
+//! - **Publishing** is one Lua script per publication: it reads or creates the channel's epoch, increments
+//!   its offset, appends the publication to the channel's history stream (length cap, TTL) and publishes
+//!   the envelope, atomically. Every node, the origin too, delivers in the order Redis publishes, so
+//!   offsets are consecutive and in one order everywhere. Publications queue in one pipeline at a time on
+//!   one connection, so what one connection publishes keeps its order, and so do its replies.
+//! - **Subscribing** is per channel, on demand: SUBSCRIBE on the first local subscriber and UNSUBSCRIBE
+//!   after the last, over `pubsub_connections` dedicated connections chosen by an FNV-1a hash of the
+//!   channel name, batched when many channels come and go at once; never a pattern subscription to
+//!   everything. Only once Redis confirms the subscription is the channel's position read and reported
+//!   to the hub, which then answers `subscribed`.
+//! - **Reconnecting** is the broker's job: a pub/sub connection that drops is opened again and every
+//!   channel it carried is subscribed again and its position reported, so the hub fills the gap from the
+//!   stream or flags it. While a connection is down, [`ws_core::Broker::available`] is false and the hub
+//!   answers `unavailable`; [`RedisBroker::status`] says why, for `/readyz`.
+//! - **Presence** is a hash of clients per channel plus a sorted set of lease expiries; this node refreshes
+//!   its own members every third of the lease, and every read first drops expired members, so the clients
+//!   of a node that died disappear within a lease.
+//! - **Control** (disconnects, user sends, broadcasts) and join/leave events travel as envelopes, applied
+//!   by the origin before sending and dropped when they come back to it.
+//!
+//! Keys, under a prefix (default `ws`) so several clusters can share one Redis; `{...}` is a hash tag that
+//! keeps a channel's keys together:
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `<prefix>.meta.{<channel>}` | hash | `e` epoch, `o` latest offset (TTL `meta_ttl`) |
+//! | `<prefix>.stream.{<channel>}` | stream | history, entry id = offset, fields `d` data and `ev` event |
+//! | `<prefix>.presence.data.{<channel>}` | hash | conn id to client JSON |
+//! | `<prefix>.presence.expire.{<channel>}` | sorted set | conn id scored by lease expiry (ms) |
+//! | `<prefix>.ch.<channel>` | pub/sub | the channel's envelopes |
+//! | `<prefix>.control` | pub/sub | control envelopes for every node |
+
+mod command;
+mod envelope;
+mod pubsub;
+mod scripts;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng as _;
+use tokio::sync::mpsc;
+use ws_core::{
+    Broker, BrokerError, Control, Done, HistoryReply, HistoryRequest, Hub, PublishRequest, WeakHub,
+};
+use ws_protocol::{ChannelName, ClientInfo};
+
+use crate::command::Cmd;
+use crate::envelope::Dropped;
+
+/// The broker's settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The Redis URL: `redis://[user][:password@]host[:port][/db]`.
+    pub url: String,
+    /// The key prefix. Default `ws`.
+    pub prefix: String,
+    /// This node's id; random per process when `None`.
+    pub node_id: Option<String>,
+    /// How long a presence entry lives without a refresh. Default 30 s.
+    pub presence_lease: Duration,
+    /// How many dedicated pub/sub connections carry the channels. Default 2.
+    pub pubsub_connections: usize,
+    /// How long a request to Redis may take before it answers `timeout`. Default 5 s.
+    pub command_timeout: Duration,
+    /// How long a channel's epoch and offset live after its last publication. Default 24 h.
+    pub meta_ttl: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for the Redis at `url`, the rest default.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "ws".into(),
+            node_id: None,
+            presence_lease: Duration::from_secs(30),
+            pubsub_connections: 2,
+            command_timeout: Duration::from_secs(5),
+            meta_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Why the broker could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The URL does not parse.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What the `redis` crate said.
+        source: redis::RedisError,
+    },
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Whether the broker can serve, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// Every connection is up.
+    pub up: bool,
+    /// What is down, when something is.
+    pub reason: Option<String>,
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Envelopes dropped, by reason (`malformed`, `oversized`, `unknown_version`, `own_echo`).
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Channels subscribed again after a pub/sub connection came back.
+    pub resubscriptions: u64,
+    /// Times a connection to Redis was (re)established.
+    pub connects: u64,
+}
+
+/// One link's state: the command connection is link 0, pub/sub connection `i` is link `i + 1`.
+#[derive(Debug)]
+struct LinkState {
+    up: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+/// What the broker's tasks share.
+pub(crate) struct Shared {
+    config: RedisConfig,
+    node: String,
+    client: redis::Client,
+    hub: OnceLock<WeakHub>,
+    commands: mpsc::UnboundedSender<Cmd>,
+    interest: Vec<mpsc::UnboundedSender<ChannelName>>,
+    links: Vec<LinkState>,
+    dropped: [AtomicU64; 4],
+    resubscriptions: AtomicU64,
+    connects: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn hub(&self) -> Option<Hub> {
+        self.hub.get().and_then(WeakHub::upgrade)
+    }
+
+    fn key(&self, kind: &str, channel: &ChannelName) -> String {
+        format!("{}.{kind}.{{{channel}}}", self.config.prefix)
+    }
+    pub(crate) fn meta_key(&self, channel: &ChannelName) -> String {
+        self.key("meta", channel)
+    }
+    pub(crate) fn stream_key(&self, channel: &ChannelName) -> String {
+        self.key("stream", channel)
+    }
+    pub(crate) fn presence_keys(&self, channel: &ChannelName) -> (String, String) {
+        (self.key("presence.data", channel), self.key("presence.expire", channel))
+    }
+    pub(crate) fn channel_key(&self, channel: &ChannelName) -> String {
+        format!("{}.ch.{channel}", self.config.prefix)
+    }
+    pub(crate) fn channel_of(&self, key: &str) -> Option<ChannelName> {
+        let name = key.strip_prefix(&self.config.prefix)?.strip_prefix(".ch.")?;
+        ChannelName::new(name).ok()
+    }
+    pub(crate) fn control_key(&self) -> String {
+        format!("{}.control", self.config.prefix)
+    }
+
+    /// The pub/sub connection that carries a channel: FNV-1a of its name, modulo their count.
+    pub(crate) fn conn_for(&self, channel: &ChannelName) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in channel.as_str().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % self.interest.len() as u64) as usize
+    }
+
+    /// Records a link going up or down, logging the change once.
+    pub(crate) fn set_link(&self, link: usize, state: Result<(), String>) {
+        let l = &self.links[link];
+        let name = if link == 0 { "command".to_owned() } else { format!("pub/sub {}", link - 1) };
+        match state {
+            Ok(()) => {
+                if !l.up.swap(true, Relaxed) {
+                    self.connects.fetch_add(1, Relaxed);
+                    tracing::info!(link = %name, url = %redacted(&self.config.url), "redis connection up");
+                }
+                *l.reason.lock() = None;
+            }
+            Err(reason) => {
+                let was_up = l.up.swap(false, Relaxed);
+                let mut r = l.reason.lock();
+                if was_up || r.is_none() {
+                    tracing::warn!(link = %name, %reason, "redis connection down");
+                }
+                *r = Some(format!("redis {name} connection: {reason}"));
+            }
+        }
+    }
+
+    pub(crate) fn count_dropped(&self, why: Dropped) {
+        let i = Dropped::ALL.iter().position(|d| *d == why).unwrap_or(0);
+        self.dropped[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.config.command_timeout
+    }
+}
+
+type Receivers = (mpsc::UnboundedReceiver<Cmd>, Vec<mpsc::UnboundedReceiver<ChannelName>>);
+
+/// The Redis broker. Build it with [`RedisBroker::new`] inside a tokio runtime, hand it to
+/// [`ws_core::HubBuilder::broker`]; its tasks start when the hub attaches and end when the hub is dropped.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    /// The tasks' receivers, until `attach` starts the tasks.
+    receivers: Mutex<Option<Receivers>>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker").field("node", &self.shared.node).field("status", &self.status()).finish()
+    }
+}
+
+impl RedisBroker {
+    /// A broker for `config`; it connects once attached to a hub, and keeps retrying with backoff.
+    ///
+    /// # Errors
+    /// When the URL does not parse or a setting is out of range.
+    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|source| ConfigError::Url { url: redacted(&config.url), source })?;
+        if config.prefix.is_empty() || config.prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid(format!(
+                "broker prefix {:?} must be non-empty and without spaces",
+                config.prefix
+            )));
+        }
+        if !(1..=64).contains(&config.pubsub_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "broker pubsub_connections is {}; it must be between 1 and 64",
+                config.pubsub_connections
+            )));
+        }
+        if config.presence_lease < Duration::from_millis(300) {
+            return Err(ConfigError::Invalid("broker presence_lease_ms must be at least 300".into()));
+        }
+        let node = config.node_id.clone().unwrap_or_else(random_node_id);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (interest, interest_rx): (Vec<_>, Vec<_>) =
+            (0..config.pubsub_connections).map(|_| mpsc::unbounded_channel()).unzip();
+        let links = (0..=config.pubsub_connections)
+            .map(|_| LinkState { up: AtomicBool::new(false), reason: Mutex::new(Some("connecting to redis".into())) })
+            .collect();
+        let shared = Arc::new(Shared {
+            config,
+            node,
+            client,
+            hub: OnceLock::new(),
+            commands,
+            interest,
+            links,
+            dropped: Default::default(),
+            resubscriptions: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        });
+        Ok(Self { shared, receivers: Mutex::new(Some((command_rx, interest_rx))) })
+    }
+
+    /// This node's id, as the broker names it to other nodes.
+    #[must_use]
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// The 24-bit connection id prefix for this node: an FNV-1a hash of its id. Two nodes of one cluster
+    /// collide with a chance of about n²/2²⁵ for n nodes (one in 300,000 for ten); configure distinct
+    /// `node_id`s to rule it out.
+    #[must_use]
+    pub fn conn_id_prefix(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.shared.node.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        (h >> 8) ^ (h & 0xff)
+    }
+
+    /// Whether every connection to Redis is up, and what is down if not.
+    #[must_use]
+    pub fn status(&self) -> BrokerStatus {
+        let reasons: Vec<String> = self.shared.links.iter().filter_map(|l| l.reason.lock().clone()).collect();
+        BrokerStatus {
+            up: self.shared.links.iter().all(|l| l.up.load(Relaxed)),
+            reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        }
+    }
+
+    /// The broker's counters.
+    #[must_use]
+    pub fn stats(&self) -> RedisStats {
+        RedisStats {
+            dropped: Dropped::ALL
+                .iter()
+                .zip(&self.shared.dropped)
+                .map(|(d, n)| (d.as_str(), n.load(Relaxed)))
+                .collect(),
+            resubscriptions: self.shared.resubscriptions.load(Relaxed),
+            connects: self.shared.connects.load(Relaxed),
+        }
+    }
+
+    fn send(&self, cmd: Cmd) {
+        // The command task lives as long as the hub; after it ended, the request is answered here.
+        if let Err(mpsc::error::SendError(cmd)) = self.shared.commands.send(cmd) {
+            cmd.fail(&self.shared, &BrokerError::Unavailable("the broker has stopped".into()));
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn clustered(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, hub: WeakHub) {
+        if self.shared.hub.set(hub).is_err() {
+            tracing::error!("a RedisBroker serves one hub; this one is attached already");
+            return;
+        }
+        let Some((command_rx, interest_rx)) = self.receivers.lock().take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("RedisBroker must be attached inside a tokio runtime; it will not connect");
+            return;
+        };
+        runtime.spawn(command::run(Arc::clone(&self.shared), command_rx));
+        for (index, rx) in interest_rx.into_iter().enumerate() {
+            runtime.spawn(pubsub::run(Arc::clone(&self.shared), index, rx));
+        }
+    }
+
+    fn available(&self) -> bool {
+        self.shared.links.iter().all(|l| l.up.load(Relaxed))
+    }
+
+    fn interest_changed(&self, channel: &ChannelName) {
+        let conn = self.shared.conn_for(channel);
+        let _ = self.shared.interest[conn].send(channel.clone());
+    }
+
+    fn publish(&self, request: PublishRequest, done: Done<u64>) {
+        self.send(Cmd::Publish(request, done));
+    }
+
+    fn history(&self, request: HistoryRequest, done: Done<HistoryReply>) {
+        self.send(Cmd::Read(request, done));
+    }
+
+    fn presence(&self, channel: &ChannelName, done: Done<Vec<ClientInfo>>) {
+        self.send(Cmd::Presence(channel.clone(), done));
+    }
+
+    fn joined(&self, channel: &ChannelName, client: &ClientInfo, presence: bool, join_leave: bool) {
+        if presence || join_leave {
+            self.send(Cmd::Member { channel: channel.clone(), client: client.clone(), joined: true, presence, join_leave });
+        }
+    }
+
+    fn left(&self, channel: &ChannelName, client: &ClientInfo, presence: bool, join_leave: bool) {
+        if presence || join_leave {
+            self.send(Cmd::Member {
+                channel: channel.clone(),
+                client: client.clone(),
+                joined: false,
+                presence,
+                join_leave,
+            });
+        }
+    }
+
+    fn control(&self, command: Control) {
+        self.send(Cmd::Control(command));
+    }
+}
+
+/// A random node id: 12 lowercase letters and digits.
+fn random_node_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..12).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+/// A fresh epoch: 8 random letters.
+pub(crate) fn random_epoch() -> String {
+    let mut rng = rand::rng();
+    (0..8).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
+}
+
+/// The URL without its password, for logs and errors.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Exponential backoff with full jitter, 100 ms doubling to 5 s.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self { attempt: 0 }
+    }
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let cap = 100u64.saturating_mul(1 << self.attempt.min(6)).min(5_000);
+        self.attempt += 1;
+        Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_settings_checked() {
+        assert_eq!(redacted("redis://user:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redacted("redis://host"), "redis://host");
+        let mut c = RedisConfig::new("redis://127.0.0.1:1");
+        c.pubsub_connections = 0;
+        assert!(matches!(RedisBroker::new(c), Err(ConfigError::Invalid(_))));
+        assert!(matches!(RedisBroker::new(RedisConfig::new("nope://")), Err(ConfigError::Url { .. })));
+        let b = RedisBroker::new(RedisConfig::new("redis://127.0.0.1:1")).unwrap();
+        assert_eq!(b.node_id().len(), 12);
+        assert!(b.conn_id_prefix() < 1 << 24);
+        assert!(!b.status().up);
+    }
+}
