@@ -26,7 +26,13 @@ pub(crate) enum Cmd {
     /// Read a channel's position and report it with `Hub::broker_subscribed`.
     Position(ChannelName),
     Presence(ChannelName, Done<Vec<ClientInfo>>),
-    Member { channel: ChannelName, client: ClientInfo, joined: bool, presence: bool, join_leave: bool },
+    Member {
+        channel: ChannelName,
+        client: ClientInfo,
+        joined: bool,
+        presence: bool,
+        join_leave: bool,
+    },
     Control(Control),
 }
 
@@ -414,8 +420,7 @@ fn parse_read(channel: &ChannelName, v: &Value) -> Option<HistoryReply> {
 
 fn parse_presence(v: &Value) -> Option<Vec<ClientInfo>> {
     let Value::Array(items) = v else { return None };
-    let mut clients: Vec<ClientInfo> =
-        items.iter().filter_map(|i| serde_json::from_slice(as_bytes(i)?).ok()).collect();
+    let mut clients: Vec<ClientInfo> = items.iter().filter_map(|i| serde_json::from_slice(as_bytes(i)?).ok()).collect();
     clients.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
     Some(clients)
 }

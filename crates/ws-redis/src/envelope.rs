@@ -78,24 +78,11 @@ struct Raw<'a> {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum WireControl {
-    DisconnectUser {
-        user_id: String,
-        code: u16,
-        reason: String,
-    },
-    DisconnectConn {
-        conn_id: String,
-        code: u16,
-        reason: String,
-    },
+    DisconnectUser { user_id: String, code: u16, reason: String },
+    DisconnectConn { conn_id: String, code: u16, reason: String },
     // The frame travels as a string: an internally tagged enum cannot borrow raw JSON.
-    SendToUser {
-        user_id: String,
-        frame: String,
-    },
-    Broadcast {
-        frame: String,
-    },
+    SendToUser { user_id: String, frame: String },
+    Broadcast { frame: String },
 }
 
 /// Decodes an envelope received from Redis; `node` is this node's id.
@@ -131,7 +118,9 @@ pub(crate) fn decode(payload: &[u8], node: &str) -> Result<Envelope, Dropped> {
                 serde_json::from_str(raw.c.ok_or(Dropped::Malformed)?.get()).map_err(|_| Dropped::Malformed)?;
             let frame = Bytes::from;
             Ok(Envelope::Control(match c {
-                WireControl::DisconnectUser { user_id, code, reason } => Control::DisconnectUser { user_id, code, reason },
+                WireControl::DisconnectUser { user_id, code, reason } => {
+                    Control::DisconnectUser { user_id, code, reason }
+                }
                 WireControl::DisconnectConn { conn_id, code, reason } => Control::DisconnectConn {
                     conn_id: conn_id.parse::<ConnId>().map_err(|_| Dropped::Malformed)?,
                     code,

@@ -47,9 +47,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::Rng as _;
 use tokio::sync::mpsc;
-use ws_core::{
-    Broker, BrokerError, Control, Done, HistoryReply, HistoryRequest, Hub, PublishRequest, WeakHub,
-};
+use ws_core::{Broker, BrokerError, Control, Done, HistoryReply, HistoryRequest, Hub, PublishRequest, WeakHub};
 use ws_protocol::{ChannelName, ClientInfo};
 
 use crate::command::Cmd;
@@ -377,7 +375,13 @@ impl Broker for RedisBroker {
 
     fn joined(&self, channel: &ChannelName, client: &ClientInfo, presence: bool, join_leave: bool) {
         if presence || join_leave {
-            self.send(Cmd::Member { channel: channel.clone(), client: client.clone(), joined: true, presence, join_leave });
+            self.send(Cmd::Member {
+                channel: channel.clone(),
+                client: client.clone(),
+                joined: true,
+                presence,
+                join_leave,
+            });
         }
     }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use ws_core::{ConnId, Hub};
-use ws_protocol::{close, ChannelName, ClientInfo, Json, Publication};
+use ws_core::{BrokerError, ConnId, Done, Hub};
+use ws_protocol::{close, ChannelName, Json, Publication};
 
 /// The most messages one history request returns when it gives no `limit`.
 const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -153,9 +153,11 @@ impl Api {
             && self.keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.trim().as_bytes()))
     }
 
-    /// Handles one API request whose body has been read (at most [`Api::max_body_bytes`]).
-    #[must_use]
-    pub fn handle(
+    /// Handles one API request whose body has been read (at most [`Api::max_body_bytes`]). In a cluster,
+    /// publish, broadcast, presence and history wait for the broker: 503 `unavailable` when it cannot be
+    /// reached (nothing was done), 504 `timeout` when it did not answer in time (a publication may have been
+    /// made).
+    pub async fn handle(
         &self,
         method: &Method,
         path: &str,
@@ -173,8 +175,8 @@ impl Api {
         let rest = path.strip_prefix("/api/").unwrap_or("");
         let (head, tail) = rest.split_once('/').map_or((rest, None), |(h, t)| (h, Some(t)));
         match (method, head, tail) {
-            (&Method::POST, "publish", None) => self.publish(body),
-            (&Method::POST, "broadcast", None) => self.broadcast(body),
+            (&Method::POST, "publish", None) => self.publish(body).await,
+            (&Method::POST, "broadcast", None) => self.broadcast(body).await,
             (&Method::GET, "channels", None) => {
                 let channels: Vec<ChannelEntry> = self
                     .hub
@@ -185,14 +187,14 @@ impl Api {
                 ApiResponse::ok(&serde_json::json!({ "channels": channels }))
             }
             (&Method::GET, "presence", Some(channel)) => match channel_name(&decode_segment(channel)) {
-                Ok(channel) => {
-                    let clients: Vec<ClientInfo> = self.hub.presence(&channel);
-                    ApiResponse::ok(&serde_json::json!({ "clients": clients }))
-                }
+                Ok(channel) => match wait(|done| self.hub.presence_with(&channel, done)).await {
+                    Ok(clients) => ApiResponse::ok(&serde_json::json!({ "clients": clients })),
+                    Err(e) => broker_error(&e),
+                },
                 Err(e) => e,
             },
             (&Method::GET, "history", Some(channel)) => match channel_name(&decode_segment(channel)) {
-                Ok(channel) => self.history(&channel, query),
+                Ok(channel) => self.history(&channel, query).await,
                 Err(e) => e,
             },
             (&Method::POST, "disconnect", None) => self.disconnect(body),
@@ -201,7 +203,7 @@ impl Api {
         }
     }
 
-    fn publish(&self, body: &[u8]) -> ApiResponse {
+    async fn publish(&self, body: &[u8]) -> ApiResponse {
         let body: PublishBody = match parse(body) {
             Ok(b) => b,
             Err(e) => return e,
@@ -210,11 +212,13 @@ impl Api {
             Ok(c) => c,
             Err(e) => return e,
         };
-        let offset = self.hub.publish_event(&channel, body.event.as_deref(), body.data);
-        ApiResponse::ok(&serde_json::json!({ "offset": offset }))
+        match wait(|done| self.hub.publish_with(&channel, body.event.as_deref(), body.data, done)).await {
+            Ok(offset) => ApiResponse::ok(&serde_json::json!({ "offset": offset })),
+            Err(e) => broker_error(&e),
+        }
     }
 
-    fn broadcast(&self, body: &[u8]) -> ApiResponse {
+    async fn broadcast(&self, body: &[u8]) -> ApiResponse {
         let body: BroadcastBody = match parse(body) {
             Ok(b) => b,
             Err(e) => return e,
@@ -228,14 +232,18 @@ impl Api {
             Ok(c) => c,
             Err(e) => return e,
         };
-        let offsets: BTreeMap<String, u64> = channels
-            .iter()
-            .map(|c| (c.to_string(), self.hub.publish_event(c, body.event.as_deref(), body.data.clone())))
-            .collect();
+        let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
+        for c in &channels {
+            match wait(|done| self.hub.publish_with(c, body.event.as_deref(), body.data.clone(), done)).await {
+                Ok(offset) => offsets.insert(c.to_string(), offset),
+                // The channels before this one were published; the error says which one failed.
+                Err(e) => return broker_error_on(&e, c),
+            };
+        }
         ApiResponse::ok(&serde_json::json!({ "offsets": offsets }))
     }
 
-    fn history(&self, channel: &ChannelName, query: Option<&str>) -> ApiResponse {
+    async fn history(&self, channel: &ChannelName, query: Option<&str>) -> ApiResponse {
         let mut limit = DEFAULT_HISTORY_LIMIT;
         for (key, value) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
             if key == "limit" {
@@ -247,7 +255,10 @@ impl Api {
                 }
             }
         }
-        let page = self.hub.history(channel, limit, None);
+        let page = match wait(|done| self.hub.history_with(channel, limit, None, done)).await {
+            Ok(page) => page,
+            Err(e) => return broker_error(&e),
+        };
         ApiResponse::ok(&HistoryBody {
             epoch: page.epoch,
             offset: page.offset,
@@ -271,6 +282,41 @@ impl Api {
         };
         ApiResponse::ok(&serde_json::json!({ "disconnected": n }))
     }
+}
+
+/// Runs a hub call that completes through a callback, and waits for it.
+async fn wait<T: Send + 'static>(call: impl FnOnce(Done<T>)) -> Result<T, BrokerError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    call(Box::new(move |result| {
+        let _ = tx.send(result);
+    }));
+    rx.await.unwrap_or_else(|_| Err(BrokerError::Unavailable("the broker dropped the request".into())))
+}
+
+/// 503 `unavailable` or 504 `timeout`.
+fn broker_error(e: &BrokerError) -> ApiResponse {
+    match e {
+        BrokerError::Timeout => ApiResponse::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the broker did not answer in time; the publication may or may not have been made",
+        ),
+        _ => ApiResponse::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the cluster's broker cannot be reached; nothing was done, try again",
+        ),
+    }
+}
+
+fn broker_error_on(e: &BrokerError, channel: &ChannelName) -> ApiResponse {
+    let mut response = broker_error(e);
+    let body = serde_json::json!({
+        "error": if matches!(e, BrokerError::Timeout) { "timeout" } else { "unavailable" },
+        "message": format!("publishing on {channel} failed: {e}; the channels before it in the list were published"),
+    });
+    response.body = Bytes::from(body.to_string());
+    response
 }
 
 /// Percent-decodes a path segment: user channels end in `#user`, which a URL must send as `%23user`.

@@ -50,6 +50,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Graceful drain on SIGTERM/SIGINT.
     pub drain: DrainConfig,
+    /// The broker that joins several nodes into one cluster (Redis); off by default: one node, in memory.
+    pub broker: BrokerConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             drain: DrainConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }
@@ -328,6 +331,38 @@ impl Default for DrainConfig {
     }
 }
 
+/// The cluster broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// The Redis URL (`redis://[user][:password@]host[:port][/db]`); empty runs one node in memory. Default empty.
+    pub redis_url: String,
+    /// The key prefix, so several clusters can share one Redis. Default `ws`.
+    pub prefix: String,
+    /// This node's id in the cluster; empty picks a random one per process. Default empty.
+    pub node_id: String,
+    /// How long a presence entry outlives its node's last refresh. Default 30,000 ms.
+    pub presence_lease_ms: u64,
+    /// How many dedicated pub/sub connections carry the channels. Default 2.
+    pub pubsub_connections: usize,
+    /// How long a request to Redis may take before it answers `timeout`. Default 5,000 ms.
+    pub command_timeout_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            prefix: "ws".into(),
+            node_id: String::new(),
+            presence_lease_ms: 30_000,
+            pubsub_connections: 2,
+            command_timeout_ms: 5_000,
+        }
+    }
+}
+
 /// A configuration that cannot be used; the message names the key, the value and what is allowed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -465,6 +500,36 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", &"one of cert and key", "set both tls.cert and tls.key, or neither");
+        }
+        let broker = &self.broker;
+        if !broker.redis_url.is_empty() {
+            let url = &broker.redis_url;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                return invalid("broker.redis_url", &"<hidden>", "a redis:// URL, or empty for a single node");
+            }
+            if broker.prefix.is_empty() || broker.prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}') {
+                return invalid(
+                    "broker.prefix",
+                    &format!("{:?}", broker.prefix),
+                    "non-empty, without spaces or braces",
+                );
+            }
+            if broker.node_id.len() > 64 || broker.node_id.contains(|c: char| !c.is_ascii_graphic()) {
+                return invalid(
+                    "broker.node_id",
+                    &format!("{:?}", broker.node_id),
+                    "at most 64 printable ASCII characters",
+                );
+            }
+            if broker.presence_lease_ms < 300 {
+                return invalid("broker.presence_lease_ms", &broker.presence_lease_ms, "must be at least 300");
+            }
+            if !(1..=64).contains(&broker.pubsub_connections) {
+                return invalid("broker.pubsub_connections", &broker.pubsub_connections, "must be from 1 to 64");
+            }
+            if broker.command_timeout_ms == 0 {
+                return invalid("broker.command_timeout_ms", &0, "must be at least 1");
+            }
         }
         Ok(())
     }

@@ -18,26 +18,47 @@ use crate::metrics::Metrics;
 /// The demo page: connect, subscribe, publish, and a message log.
 pub const DEMO_PAGE: &str = include_str!("../assets/demo.html");
 
-/// Whether the server accepts new work; `/readyz` answers 503 once it is false.
+/// Whether the server accepts new work; `/readyz` answers 503 once draining starts, and while the cluster
+/// broker is down.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    broker: Option<Arc<ws_redis::RedisBroker>>,
+}
 
 impl Readiness {
     /// A flag that starts ready.
     #[must_use]
     pub fn ready() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
+        Self { ready: Arc::new(AtomicBool::new(true)), broker: None }
+    }
+
+    /// Also reports the broker's state.
+    #[must_use]
+    pub fn with_broker(mut self, broker: Arc<ws_redis::RedisBroker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Why the server is not ready, or `None` when it is.
+    #[must_use]
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("draining".into());
+        }
+        let status = self.broker.as_ref()?.status();
+        (!status.up).then(|| format!("broker unavailable: {}", status.reason.unwrap_or_default()))
     }
 
     /// Turns readiness off (drain started).
     pub fn set_draining(&self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
     }
 
     /// Whether the server is ready.
     #[must_use]
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
     }
 }
 
@@ -70,8 +91,10 @@ impl Routes {
     pub fn admin(&self, path: &str) -> Option<Response<Full<Bytes>>> {
         match path {
             "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
-            "/readyz" if self.readiness.is_ready() => Some(text(StatusCode::OK, "text/plain", "ready\n")),
-            "/readyz" => Some(text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")),
+            "/readyz" => Some(match self.readiness.not_ready_reason() {
+                None => text(StatusCode::OK, "text/plain", "ready\n"),
+                Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{reason}\n")),
+            }),
             "/metrics" => self
                 .metrics
                 .as_ref()
@@ -93,19 +116,22 @@ impl Routes {
             .and_then(|v| v.parse::<usize>().ok())
             .is_some_and(|n| n > api.max_body_bytes());
         let response = if unauthorized {
-            api.handle(&parts.method, parts.uri.path(), None, &parts.headers, b"")
+            api.handle(&parts.method, parts.uri.path(), None, &parts.headers, b"").await
         } else if declared_too_large {
             api.too_large()
         } else {
             // Read at most the limit: a body that keeps coming is cut off, never buffered whole.
             match Limited::new(body, api.max_body_bytes()).collect().await {
-                Ok(collected) => api.handle(
-                    &parts.method,
-                    parts.uri.path(),
-                    parts.uri.query(),
-                    &parts.headers,
-                    &collected.to_bytes(),
-                ),
+                Ok(collected) => {
+                    api.handle(
+                        &parts.method,
+                        parts.uri.path(),
+                        parts.uri.query(),
+                        &parts.headers,
+                        &collected.to_bytes(),
+                    )
+                    .await
+                }
                 Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => api.too_large(),
                 Err(_) => ApiResponse::error(StatusCode::BAD_REQUEST, "bad_request", "request body could not be read"),
             }

@@ -34,21 +34,30 @@ impl Server {
     /// # Errors
     /// When an address cannot be bound, or the JWT key or TLS files cannot be read.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let hub = Hub::builder(Arc::new(SystemClock))
-            .config(
-                HubConfig::default()
-                    .namespaces(config.hub_namespaces())
-                    .max_channels_per_conn(config.limits.max_channels_per_conn)
-                    // A replay is queued at once, so it must fit the send queue with room to spare.
-                    .max_recovery(config.queue.messages / 2, config.queue.bytes / 2),
-            )
-            .build();
+        let broker = match config.broker.redis_url.as_str() {
+            "" => None,
+            url => Some(Arc::new(redis_broker(url, &config.broker)?)),
+        };
+        let mut hub_config = HubConfig::default()
+            .namespaces(config.hub_namespaces())
+            .max_channels_per_conn(config.limits.max_channels_per_conn)
+            // A replay is queued at once, so it must fit the send queue with room to spare.
+            .max_recovery(config.queue.messages / 2, config.queue.bytes / 2);
+        let mut builder = Hub::builder(Arc::new(SystemClock));
+        let mut readiness = Readiness::ready();
+        if let Some(broker) = &broker {
+            tracing::info!(node_id = broker.node_id(), prefix = %config.broker.prefix, "clustered over redis");
+            hub_config = hub_config.node_prefix(broker.conn_id_prefix());
+            builder = builder.broker(Arc::clone(broker) as Arc<dyn ws_core::Broker>);
+            readiness = readiness.with_broker(Arc::clone(broker));
+        }
+        let hub = builder.config(hub_config).build();
         let authenticator = ServerAuthenticator::new(&config.auth)?;
         let stats = Arc::new(TransportStats::default());
         let metrics = config.metrics.enabled.then(|| Arc::new(Metrics::new(hub.clone(), Arc::clone(&stats))));
         let api = (!config.api.keys.is_empty())
             .then(|| Api::new(hub.clone(), config.api.keys.clone(), config.api.max_body_bytes));
-        let routes = Arc::new(Routes { demo: config.paths.demo, api, metrics, readiness: Readiness::ready() });
+        let routes = Arc::new(Routes { demo: config.paths.demo, api, metrics, readiness });
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
             _ => None,
@@ -144,4 +153,15 @@ impl Server {
         tracing::info!("drained; exiting");
         Ok(())
     }
+}
+
+/// The Redis broker the `[broker]` section describes.
+fn redis_broker(url: &str, config: &crate::config::BrokerConfig) -> anyhow::Result<ws_redis::RedisBroker> {
+    let mut redis = ws_redis::RedisConfig::new(url);
+    redis.prefix.clone_from(&config.prefix);
+    redis.node_id = (!config.node_id.is_empty()).then(|| config.node_id.clone());
+    redis.presence_lease = Duration::from_millis(config.presence_lease_ms);
+    redis.pubsub_connections = config.pubsub_connections;
+    redis.command_timeout = Duration::from_millis(config.command_timeout_ms);
+    ws_redis::RedisBroker::new(redis).context("broker")
 }
