@@ -6,6 +6,10 @@
 //! the connection, fans publications out to subscribers (encoding each once),
 //! and applies namespace policy, authorization and backpressure.
 //!
+//! On one node every command completes before `handle_text` returns. With a clustered [`Broker`] (the
+//! Redis broker of `ws-redis`), the broker numbers and stores publications and confirms subscriptions;
+//! commands that wait for it reply later, through the same [`Conn`], when it calls back (see [`Broker`]).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use ws_core::{Hub, Identity};
