@@ -32,6 +32,9 @@ struct Chan {
     live: bool,
     /// The caller of `subscribe`, until the first `subscribed` or error.
     waiter: Option<oneshot::Sender<Result<(), Error>>>,
+    /// The application fell behind: messages are dropped until it has read half its buffer, then the
+    /// channel is recovered from the last delivered offset.
+    lagged: bool,
 }
 
 /// A request waiting for its reply.
@@ -199,6 +202,8 @@ impl Driver {
         }
         for chan in self.channels.values_mut() {
             chan.live = false;
+            // The resubscribe after the reconnect recovers it.
+            chan.lagged = false;
         }
     }
 
@@ -234,7 +239,7 @@ impl Driver {
                 let _ = reply.send(Ok(()));
             }
             None => {
-                let chan = Chan { deliver, epoch: None, offset: 0, live: false, waiter: Some(reply) };
+                let chan = Chan { deliver, epoch: None, offset: 0, live: false, waiter: Some(reply), lagged: false };
                 self.channels.insert(channel, chan);
             }
         }
@@ -295,10 +300,33 @@ impl Driver {
             return true; // A subscribe is on its way already.
         }
         chan.live = false;
+        self.resubscribe(ws, channel).await
+    }
+
+    async fn resubscribe(&mut self, ws: &mut Socket, channel: &str) -> bool {
         let id = self.next_id();
         self.pending.insert(id, (Pending::Ignore, Instant::now() + self.cfg.request_timeout));
         Self::send(ws, &json!({"type": "unsubscribe", "id": id, "channel": channel})).await
             && self.subscribe_cmd(ws, channel).await
+    }
+
+    /// Recovers the lagged channels whose application has read half of its buffer.
+    async fn unlag(&mut self, ws: &mut Socket) -> bool {
+        let ready: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.lagged && c.deliver.capacity() * 2 >= c.deliver.max_capacity())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for channel in ready {
+            if let Some(chan) = self.channels.get_mut(&channel) {
+                chan.lagged = false;
+            }
+            if !self.resubscribe(ws, &channel).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn session(&mut self, mut ws: Socket) -> End {
@@ -323,7 +351,7 @@ impl Driver {
         let mut reconnect_after = None;
         let silence = tokio::time::sleep(silence_limit);
         tokio::pin!(silence);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 frame = ws.next() => {
@@ -367,7 +395,12 @@ impl Driver {
                     // Nothing, not even a Ping, within the heartbeat and a margin: the connection is dead.
                     return End { code: 1006, reason: "no frames within the heartbeat window".into(), reconnect_after, closing: false };
                 }
-                _ = tick.tick() => self.expire(),
+                _ = tick.tick() => {
+                    self.expire();
+                    if !self.unlag(&mut ws).await {
+                        return End { code: 1006, reason: "write failed".into(), reconnect_after, closing: false };
+                    }
+                }
             }
         }
     }
@@ -510,8 +543,9 @@ impl Driver {
         match chan.deliver.try_send(msg) {
             Ok(()) => chan.offset = offset,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.emit(Event::Lagged { channel: channel.clone() });
-                return self.resync(ws, &channel).await;
+                chan.live = false;
+                chan.lagged = true;
+                self.emit(Event::Lagged { channel });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 // The application dropped the subscription.

@@ -13,6 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_server::{Config, Server};
 
+pub mod cluster;
+
 /// A server running in this process.
 pub struct Running {
     pub addr: SocketAddr,
