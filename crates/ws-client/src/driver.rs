@@ -138,7 +138,11 @@ impl Driver {
                     if end.closing || self.closing {
                         return self.finish("closed by the application");
                     }
-                    self.emit(Event::Disconnected { code: end.code, reason: end.reason.clone() });
+                    self.emit(Event::Disconnected {
+                        code: end.code,
+                        reason: end.reason.clone(),
+                        reconnect_after: end.reconnect_after,
+                    });
                     if TERMINAL.contains(&end.code) {
                         return self.finish(&format!("closed by the server with {} {}", end.code, end.reason));
                     }

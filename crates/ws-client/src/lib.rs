@@ -80,6 +80,9 @@ pub enum Event {
         code: u16,
         /// The close reason.
         reason: String,
+        /// The server's `reconnect_after_ms` hint from its `disconnect` frame, if it sent one: the client
+        /// waits at least this long.
+        reconnect_after: Option<Duration>,
     },
     /// A reconnect is scheduled.
     Reconnecting {

@@ -4,7 +4,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use common::cluster::{Node, Redis};
 use serde_json::json;
@@ -160,4 +165,162 @@ async fn a_slow_reader_is_lagged_then_recovered_in_order() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(data, (0..200).collect::<Vec<_>>(), "nothing lost or repeated after the lag");
+}
+
+/// A TCP proxy that can stop forwarding without closing anything: a half-open connection, as a dead NAT
+/// or a frozen peer leaves it. Connections made after a freeze are forwarded again.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    frozen: Arc<AtomicBool>,
+}
+
+/// Copies `r` to `w` until EOF; while `frozen`, reads and discards, keeping both sockets open.
+async fn pump(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !frozen.load(SeqCst) && w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let all = frozen.clone();
+        tokio::spawn(async move {
+            let mut current = Arc::new(AtomicBool::new(false));
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                if all.load(SeqCst) {
+                    // Freeze the old connection for good; the new one flows.
+                    current.store(true, SeqCst);
+                    all.store(false, SeqCst);
+                }
+                current = Arc::new(AtomicBool::new(false));
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, current.clone()));
+                tokio::spawn(pump(sr, cw, current.clone()));
+                let watch = (all.clone(), current.clone());
+                tokio::spawn(async move {
+                    // Propagate a freeze to the live connection.
+                    while !watch.1.load(SeqCst) {
+                        if watch.0.load(SeqCst) {
+                            watch.1.store(true, SeqCst);
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_is_detected_within_the_heartbeat_window() {
+    let mut config = common::config();
+    config.heartbeat.interval_ms = 300;
+    config.heartbeat.pong_timeout_ms = 600;
+    let server = common::start(config).await;
+    let proxy = Proxy::start(server.addr).await;
+    let client = Client::builder(format!("ws://{}/ws", proxy.addr)).backoff(quick()).connect();
+    let mut events = client.events();
+    assert_eq!(client.wait_for(State::Connected).await, State::Connected);
+    let frozen_at = Instant::now();
+    proxy.freeze();
+    let e = event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    let noticed = frozen_at.elapsed();
+    assert!(matches!(e, Event::Disconnected { code: 1006, .. }), "{e:?}");
+    // heartbeat 300 ms + margin (max(150 ms, 1 s)) = 1.3 s, plus scheduling slack.
+    assert!(noticed < Duration::from_secs(3), "noticed after {noticed:?}");
+    event(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_fleet_reconnects_no_earlier_than_told_and_spread_out() {
+    const CLIENTS: usize = 20;
+    let mut config = common::config();
+    config.drain.window_ms = 2_000;
+    let first = common::start(config.clone()).await;
+    let addr = first.addr;
+    let mut fleet = Vec::new();
+    for _ in 0..CLIENTS {
+        let c = Client::builder(format!("ws://{addr}/ws")).backoff(quick()).connect();
+        assert_eq!(c.wait_for(State::Connected).await, State::Connected);
+        let events = c.events();
+        fleet.push((c, events));
+    }
+    first.shutdown().await.unwrap();
+    config.listen = addr;
+    let _second = common::start(config).await;
+    let mut delays = Vec::new();
+    for (_, events) in &mut fleet {
+        let Event::Disconnected { code: 1001, reconnect_after: Some(hint), .. } =
+            event(events, |e| matches!(e, Event::Disconnected { .. })).await
+        else {
+            panic!("a drain closes with 1001 and a reconnect_after_ms hint");
+        };
+        let Event::Reconnecting { delay, .. } = event(events, |e| matches!(e, Event::Reconnecting { .. })).await else {
+            unreachable!()
+        };
+        assert!(delay >= hint, "waits at least the hint: {delay:?} < {hint:?}");
+        delays.push(delay);
+    }
+    for (c, _) in &fleet {
+        assert_eq!(c.wait_for(State::Connected).await, State::Connected);
+    }
+    delays.sort();
+    let spread = delays[CLIENTS - 1] - delays[0];
+    eprintln!("reconnect delays: min {:?}, max {:?}, spread {spread:?}", delays[0], delays[CLIENTS - 1]);
+    assert!(spread >= Duration::from_millis(800), "a drained fleet spreads out: {delays:?}");
+    // The hints are spread over the 2 s window; the client adds up to half its hint (at least 250 ms).
+    assert!(delays[CLIENTS - 1] <= Duration::from_millis(3_300), "{delays:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_jwt_is_refreshed_through_the_provider() {
+    use jsonwebtoken::{EncodingKey, Header};
+    const SECRET: &str = "a-test-secret-of-some-length";
+    let mut config = common::config();
+    config.auth.anonymous = false;
+    config.auth.jwt.algorithm = "HS256".into();
+    config.auth.jwt.secret = SECRET.into();
+    config.auth.jwt.leeway_s = 0;
+    let server = common::start(config).await;
+    let minted = Arc::new(AtomicUsize::new(0));
+    let count = minted.clone();
+    let client = Client::builder(format!("ws://{}/ws", server.addr))
+        .backoff(quick())
+        .token_provider(move || {
+            let n = count.fetch_add(1, SeqCst);
+            async move {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                // The first token lives two seconds; later ones an hour.
+                let exp = if n == 0 { now + 2 } else { now + 3600 };
+                let claims = json!({"sub": "carol", "exp": exp});
+                jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .connect();
+    let mut events = client.events();
+    assert_eq!(client.wait_for(State::Connected).await, State::Connected);
+    let e = event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(matches!(e, Event::Disconnected { code: 1008, .. }), "{e:?}");
+    event(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+    assert_eq!(client.state(), State::Connected);
+    assert!(minted.load(SeqCst) >= 2, "a fresh token was asked for");
 }
