@@ -31,14 +31,18 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics over a hub and its transport's counters.
     #[must_use]
-    pub fn new(hub: Hub, transport: Arc<ws_transport::TransportStats>) -> Self {
+    pub fn new(
+        hub: Hub,
+        transport: Arc<ws_transport::TransportStats>,
+        broker: Option<Arc<ws_redis::RedisBroker>>,
+    ) -> Self {
         let mut registry = Registry::default();
         let api_requests = Family::<ApiLabels, Counter>::default();
         registry.register("ws_api_requests", "HTTP API requests by endpoint and status", api_requests.clone());
         // 100 µs to about 1.6 s.
         let api_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
         registry.register("ws_api_latency_seconds", "HTTP API request latency", api_latency.clone());
-        registry.register_collector(Box::new(LiveCollector { hub, transport }));
+        registry.register_collector(Box::new(LiveCollector { hub, transport, broker }));
         Self { registry, api_requests, api_latency }
     }
 
@@ -64,6 +68,7 @@ impl Metrics {
 struct LiveCollector {
     hub: Hub,
     transport: Arc<ws_transport::TransportStats>,
+    broker: Option<Arc<ws_redis::RedisBroker>>,
 }
 
 fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
@@ -117,6 +122,23 @@ impl Collector for LiveCollector {
             "reason",
             &auth,
         )?;
+        if let Some(broker) = &self.broker {
+            let status = broker.status();
+            gauge(&mut encoder, "ws_broker_up", "1 while every connection to Redis is up", u64::from(status.up))?;
+            let stats = broker.stats();
+            let dropped: Vec<(String, u64)> = stats.dropped.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+            labelled_counters(
+                &mut encoder,
+                "ws_broker_envelopes_dropped",
+                "Broker envelopes dropped, by reason",
+                "reason",
+                &dropped,
+            )?;
+            counter(&mut encoder, "ws_broker_resubscriptions", "Channels subscribed again after a reconnect", stats.resubscriptions)?;
+            counter(&mut encoder, "ws_broker_connects", "Connections to Redis made", stats.connects)?;
+            counter(&mut encoder, "ws_gaps_filled", "Offset gaps filled from the broker's history", hub.gaps_filled)?;
+            counter(&mut encoder, "ws_gaps_flagged", "Gaps answered with insufficient_state", hub.gaps_flagged)?;
+        }
         let metric = encoder.encode_descriptor(
             "ws_queue_delay_seconds",
             "Time from queueing a frame to writing it (first frame of each write batch)",

@@ -54,7 +54,10 @@ impl Server {
         let hub = builder.config(hub_config).build();
         let authenticator = ServerAuthenticator::new(&config.auth)?;
         let stats = Arc::new(TransportStats::default());
-        let metrics = config.metrics.enabled.then(|| Arc::new(Metrics::new(hub.clone(), Arc::clone(&stats))));
+        let metrics = config
+            .metrics
+            .enabled
+            .then(|| Arc::new(Metrics::new(hub.clone(), Arc::clone(&stats), broker.clone())));
         let api = (!config.api.keys.is_empty())
             .then(|| Api::new(hub.clone(), config.api.keys.clone(), config.api.max_body_bytes));
         let routes = Arc::new(Routes { demo: config.paths.demo, api, metrics, readiness });
