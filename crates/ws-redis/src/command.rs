@@ -43,14 +43,28 @@ impl Cmd {
             Cmd::Publish(_, done) => done(Err(error.clone())),
             Cmd::Read(_, done) => done(Err(error.clone())),
             Cmd::Presence(_, done) => done(Err(error.clone())),
-            Cmd::Position(channel) => {
-                if let Some(hub) = shared.hub() {
-                    hub.broker_subscribed(&channel, Err(error.clone()));
-                }
-            }
+            Cmd::Position(channel) => position_failed(shared, channel, error.clone()),
             Cmd::Member { .. } | Cmd::Control(_) => {}
         }
     }
+}
+
+/// How long a failed position read waits before it is tried again.
+const POSITION_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A position read failed: the hub hears it (waiting subscribers get `unavailable`, live ones go stale),
+/// and the read is tried again while the hub still wants the channel, so a channel whose subscription
+/// survived is brought back in step as soon as Redis answers.
+fn position_failed(shared: &Shared, channel: ChannelName, error: BrokerError) {
+    let Some(hub) = shared.hub() else { return };
+    hub.broker_subscribed(&channel, Err(error));
+    let commands = shared.commands.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(POSITION_RETRY).await;
+        if hub.broker_wants(&channel) {
+            let _ = commands.send(Cmd::Position(channel));
+        }
+    });
 }
 
 /// The scripts' SHA1s, as Redis knows them once loaded.
@@ -253,12 +267,14 @@ async fn execute(
             Pending::Read(request, done) => {
                 done(parse_read(&request.channel, &reply).ok_or_else(|| bad_reply("history")));
             }
-            Pending::Position(channel) => {
-                let result = parse_read(&channel, &reply).map(|r| r.position).ok_or_else(|| bad_reply("position"));
-                if let Some(hub) = &hub {
-                    hub.broker_subscribed(&channel, result);
+            Pending::Position(channel) => match parse_read(&channel, &reply) {
+                Some(read) => {
+                    if let Some(hub) = &hub {
+                        hub.broker_subscribed(&channel, Ok(read.position));
+                    }
                 }
-            }
+                None => position_failed(shared, channel, bad_reply("position")),
+            },
             Pending::Presence(done) => done(parse_presence(&reply).ok_or_else(|| bad_reply("presence"))),
             Pending::Ignore => {}
         }
@@ -280,11 +296,7 @@ fn fail_pending(shared: &Shared, p: Pending, publish_error: &BrokerError, reason
         Pending::Publish(done) => done(Err(publish_error.clone())),
         Pending::Read(_, done) => done(Err(read_error)),
         Pending::Presence(done) => done(Err(read_error)),
-        Pending::Position(channel) => {
-            if let Some(hub) = shared.hub() {
-                hub.broker_subscribed(&channel, Err(read_error));
-            }
-        }
+        Pending::Position(channel) => position_failed(shared, channel, read_error),
         Pending::Ignore => {}
     }
 }

@@ -17,6 +17,9 @@
 //!   channel it carried is subscribed again and its position reported, so the hub fills the gap from the
 //!   stream or flags it. While a connection is down, [`ws_core::Broker::available`] is false and the hub
 //!   answers `unavailable`; [`RedisBroker::status`] says why, for `/readyz`.
+//! - **Liveness** comes from probes, not from the socket being open: a pub/sub connection that received
+//!   nothing for `probe_interval` sends a PING, and one that gets no answer within `command_timeout` is
+//!   deaf (a paused or failed-over Redis) and is opened again; meanwhile the broker reports itself down.
 //! - **Presence** is a hash of clients per channel plus a sorted set of lease expiries; this node refreshes
 //!   its own members every third of the lease, and every read first drops expired members, so the clients
 //!   of a node that died disappear within a lease.
@@ -71,6 +74,9 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// How long a channel's epoch and offset live after its last publication. Default 24 h.
     pub meta_ttl: Duration,
+    /// A pub/sub connection that received nothing for this long is probed with a PING; one that does not
+    /// answer within `command_timeout` is deaf and is opened again. Default 10 s.
+    pub probe_interval: Duration,
 }
 
 impl RedisConfig {
@@ -85,6 +91,7 @@ impl RedisConfig {
             pubsub_connections: 2,
             command_timeout: Duration::from_secs(5),
             meta_ttl: Duration::from_secs(24 * 3600),
+            probe_interval: Duration::from_secs(10),
         }
     }
 }
@@ -125,6 +132,8 @@ pub struct RedisStats {
     pub resubscriptions: u64,
     /// Times a connection to Redis was (re)established.
     pub connects: u64,
+    /// Liveness probes of pub/sub connections that got no answer.
+    pub probe_failures: u64,
 }
 
 /// One link's state: the command connection is link 0, pub/sub connection `i` is link `i + 1`.
@@ -146,6 +155,7 @@ pub(crate) struct Shared {
     dropped: [AtomicU64; 4],
     resubscriptions: AtomicU64,
     connects: AtomicU64,
+    pub(crate) probe_failures: AtomicU64,
 }
 
 impl Shared {
@@ -255,6 +265,9 @@ impl RedisBroker {
                 config.pubsub_connections
             )));
         }
+        if config.probe_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid("broker probe_interval_ms must be at least 100".into()));
+        }
         if config.presence_lease < Duration::from_millis(300) {
             return Err(ConfigError::Invalid("broker presence_lease_ms must be at least 300".into()));
         }
@@ -276,6 +289,7 @@ impl RedisBroker {
             dropped: Default::default(),
             resubscriptions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            probe_failures: AtomicU64::new(0),
         });
         Ok(Self { shared, receivers: Mutex::new(Some((command_rx, interest_rx))) })
     }
@@ -320,6 +334,7 @@ impl RedisBroker {
                 .collect(),
             resubscriptions: self.shared.resubscriptions.load(Relaxed),
             connects: self.shared.connects.load(Relaxed),
+            probe_failures: self.shared.probe_failures.load(Relaxed),
         }
     }
 

@@ -76,12 +76,31 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut rx: mpsc::Unbound
         first = false;
         shared.set_link(link, Ok(()));
         backoff.reset();
+        let mut probe = tokio::time::interval(shared.config.probe_interval / 2);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
         let reason = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => handle(&shared, &msg),
+                    Some(msg) => {
+                        heard = tokio::time::Instant::now();
+                        handle(&shared, &msg);
+                    }
                     None => break "connection lost".to_owned(),
                 },
+                _ = probe.tick() => {
+                    if heard.elapsed() < shared.config.probe_interval {
+                        continue;
+                    }
+                    // Quiet for a while: make sure Redis still answers on this connection.
+                    match timed(&shared, sink.ping::<redis::Value>()).await {
+                        Ok(_) => heard = tokio::time::Instant::now(),
+                        Err(e) => {
+                            shared.probe_failures.fetch_add(1, Relaxed);
+                            break format!("liveness probe failed: {e}");
+                        }
+                    }
+                }
                 ch = rx.recv() => {
                     let Some(ch) = ch else { return };
                     let mut batch = vec![ch];

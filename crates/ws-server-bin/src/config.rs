@@ -348,6 +348,9 @@ pub struct BrokerConfig {
     pub pubsub_connections: usize,
     /// How long a request to Redis may take before it answers `timeout`. Default 5,000 ms.
     pub command_timeout_ms: u64,
+    /// A pub/sub connection quiet for this long is probed; no answer within the command timeout means it is
+    /// deaf and is opened again. Default 10,000 ms.
+    pub probe_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -359,6 +362,7 @@ impl Default for BrokerConfig {
             presence_lease_ms: 30_000,
             pubsub_connections: 2,
             command_timeout_ms: 5_000,
+            probe_interval_ms: 10_000,
         }
     }
 }
@@ -529,6 +533,9 @@ impl Config {
             }
             if broker.command_timeout_ms == 0 {
                 return invalid("broker.command_timeout_ms", &0, "must be at least 1");
+            }
+            if broker.probe_interval_ms < 100 {
+                return invalid("broker.probe_interval_ms", &broker.probe_interval_ms, "must be at least 100");
             }
         }
         Ok(())

@@ -134,8 +134,19 @@ impl Collector for LiveCollector {
                 "reason",
                 &dropped,
             )?;
-            counter(&mut encoder, "ws_broker_resubscriptions", "Channels subscribed again after a reconnect", stats.resubscriptions)?;
+            counter(
+                &mut encoder,
+                "ws_broker_resubscriptions",
+                "Channels subscribed again after a reconnect",
+                stats.resubscriptions,
+            )?;
             counter(&mut encoder, "ws_broker_connects", "Connections to Redis made", stats.connects)?;
+            counter(
+                &mut encoder,
+                "ws_broker_probe_failures",
+                "Pub/sub liveness probes unanswered",
+                stats.probe_failures,
+            )?;
             counter(&mut encoder, "ws_gaps_filled", "Offset gaps filled from the broker's history", hub.gaps_filled)?;
             counter(&mut encoder, "ws_gaps_flagged", "Gaps answered with insufficient_state", hub.gaps_flagged)?;
         }

@@ -54,10 +54,8 @@ impl Server {
         let hub = builder.config(hub_config).build();
         let authenticator = ServerAuthenticator::new(&config.auth)?;
         let stats = Arc::new(TransportStats::default());
-        let metrics = config
-            .metrics
-            .enabled
-            .then(|| Arc::new(Metrics::new(hub.clone(), Arc::clone(&stats), broker.clone())));
+        let metrics =
+            config.metrics.enabled.then(|| Arc::new(Metrics::new(hub.clone(), Arc::clone(&stats), broker.clone())));
         let api = (!config.api.keys.is_empty())
             .then(|| Api::new(hub.clone(), config.api.keys.clone(), config.api.max_body_bytes));
         let routes = Arc::new(Routes { demo: config.paths.demo, api, metrics, readiness });
@@ -166,5 +164,6 @@ fn redis_broker(url: &str, config: &crate::config::BrokerConfig) -> anyhow::Resu
     redis.presence_lease = Duration::from_millis(config.presence_lease_ms);
     redis.pubsub_connections = config.pubsub_connections;
     redis.command_timeout = Duration::from_millis(config.command_timeout_ms);
+    redis.probe_interval = Duration::from_millis(config.probe_interval_ms);
     ws_redis::RedisBroker::new(redis).context("broker")
 }

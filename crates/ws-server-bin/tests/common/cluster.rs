@@ -58,6 +58,35 @@ impl Redis {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// A Redis on a given port that may not be running yet.
+    pub fn unstarted(port: u16) -> Self {
+        Self { port, child: None }
+    }
+
+    /// Runs one command over RESP and returns the raw reply.
+    pub fn cmd(&self, args: &[&[u8]]) -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis is up");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sends SIGSTOP (`pause`) or SIGCONT to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([signal, &pid]).status().unwrap().success();
+        assert!(ok, "kill {signal} {pid}");
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -123,6 +152,8 @@ join_leave = true
 [broker]
 redis_url = "{}"
 presence_lease_ms = 2000
+command_timeout_ms = 1500
+probe_interval_ms = 500
 "#,
             redis.url()
         );
@@ -181,6 +212,12 @@ presence_lease_ms = 2000
 }
 
 impl Node {
+    /// The value of a metric line of `/metrics` (the first sample whose line starts with `prefix`).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = http(self.addr, "GET", "/metrics", &[], b"").await.text();
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     /// Kills the process with SIGKILL: no drain, no close frames.
     pub fn kill(mut self) {
         let _ = self.child.kill();
