@@ -310,9 +310,28 @@ impl Client {
     /// # Errors
     /// [`Error::NotConnected`] at once while disconnected; the server's error; [`Error::Timeout`].
     pub async fn publish(&self, channel: &str, data: &impl serde::Serialize) -> Result<u64, Error> {
+        self.publish_once(channel, data, None).await
+    }
+
+    /// Publishes with an idempotency key: a repeat with the same key on the channel within the server's
+    /// window publishes nothing and answers the first offset, so after [`Error::Timeout`] or
+    /// [`Error::NotConnected`] (the outcome unknown) the same call can be retried safely.
+    ///
+    /// # Errors
+    /// As [`Client::publish`].
+    pub async fn publish_once(
+        &self,
+        channel: &str,
+        data: &impl serde::Serialize,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64, Error> {
         let data = serde_json::to_value(data)
             .map_err(|e| Error::Server { code: "bad_request".into(), message: e.to_string() })?;
-        let reply = self.request(serde_json::json!({"type": "publish", "channel": channel, "data": data})).await?;
+        let mut command = serde_json::json!({"type": "publish", "channel": channel, "data": data});
+        if let Some(key) = idempotency_key {
+            command["idempotency_key"] = key.into();
+        }
+        let reply = self.request(command).await?;
         Ok(reply["offset"].as_u64().unwrap_or(0))
     }
 

@@ -66,6 +66,11 @@ pub struct PublishRequest {
     pub history_size: usize,
     /// How long the channel's history lives, in milliseconds (0: no limit).
     pub history_ttl_ms: u64,
+    /// With a key, a repeat on the same channel within `idempotency_window_ms` publishes nothing and
+    /// answers the first offset; the check and the publish are one atomic step.
+    pub idempotency_key: Option<Box<str>>,
+    /// How long a key is remembered, in milliseconds.
+    pub idempotency_window_ms: u64,
 }
 
 /// A read of a channel's history.

@@ -106,6 +106,33 @@ pub(crate) struct ChannelState {
     /// With a clustered broker: how far this node's copy of the channel is in step with the broker. Boxed,
     /// so a single-node channel pays one pointer for it.
     pub(crate) cluster: Option<Box<ClusterState>>,
+    /// Single node: the idempotency keys of recent publishes, with their offsets and times, oldest first.
+    /// Made on the first keyed publish.
+    pub(crate) recent_keys: Option<Box<RecentKeys>>,
+}
+
+/// Recent idempotency keys of one channel.
+#[derive(Default)]
+pub(crate) struct RecentKeys {
+    by_key: HashMap<Box<str>, u64>,
+    order: std::collections::VecDeque<(u64, Box<str>)>,
+}
+
+impl RecentKeys {
+    /// Forgets keys older than `window_ms`, then returns the offset a key was published at, if remembered.
+    pub(crate) fn get(&mut self, key: &str, now_ms: u64, window_ms: u64) -> Option<u64> {
+        while self.order.front().is_some_and(|(at, _)| now_ms.saturating_sub(*at) >= window_ms) {
+            if let Some((_, k)) = self.order.pop_front() {
+                self.by_key.remove(&k);
+            }
+        }
+        self.by_key.get(key).copied()
+    }
+
+    pub(crate) fn insert(&mut self, key: &str, offset: u64, now_ms: u64) {
+        self.by_key.insert(key.into(), offset);
+        self.order.push_back((now_ms, key.into()));
+    }
 }
 
 impl ChannelState {
@@ -133,6 +160,7 @@ impl Channel {
                 history: History::default(),
                 removed: false,
                 cluster: clustered.then(Box::default),
+                recent_keys: None,
             }),
         }
     }

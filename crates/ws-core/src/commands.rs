@@ -96,7 +96,7 @@ impl Hub {
                     &ServerMessage::Unsubscribed { id: id_owned(), channel, reason: None, resubscribe: false },
                 );
             }
-            Command::Publish { channel, data } => {
+            Command::Publish { channel, data, idempotency_key } => {
                 let policy = self.authorize(entry, &channel, Action::Publish)?;
                 if data.len() > policy.max_payload_bytes {
                     return Err(CommandError::new(
@@ -108,10 +108,11 @@ impl Hub {
                     let reply = self.replier(entry, id_owned());
                     let name = channel.clone();
                     let want_reply = id.is_some();
-                    self.publish_with(
+                    self.publish_keyed(
                         &channel,
                         None,
                         data,
+                        idempotency_key.as_deref(),
                         Box::new(move |result| match result {
                             Ok(offset) if want_reply => {
                                 reply.send(|id| ServerMessage::Published { id, channel: name, offset })
@@ -123,7 +124,10 @@ impl Hub {
                     // Nothing was fanned out yet: the broker delivers it, on its own task.
                     return Ok(false);
                 }
-                let offset = self.publish(&channel, data);
+                let offset = match idempotency_key {
+                    None => self.publish(&channel, data),
+                    Some(key) => self.publish_local_keyed(&channel, None, data, &key),
+                };
                 if id.is_some() {
                     self.reply(entry, &ServerMessage::Published { id: id_owned(), channel, offset });
                 }

@@ -37,6 +37,9 @@ pub struct HubConfig {
     pub max_recovery_messages: usize,
     /// The most bytes one recovery replays; a larger gap answers `recovered: false`. Default 2 MiB.
     pub max_recovery_bytes: usize,
+    /// How long a publish's `idempotency_key` is remembered per channel: a repeat within it publishes
+    /// nothing and answers the first offset. Default 5 minutes.
+    pub idempotency_window_ms: u64,
 }
 
 impl Default for HubConfig {
@@ -47,6 +50,7 @@ impl Default for HubConfig {
             node_prefix: 0,
             max_recovery_messages: 512,
             max_recovery_bytes: 2 * 1024 * 1024,
+            idempotency_window_ms: 300_000,
         }
     }
 }
@@ -68,6 +72,12 @@ impl HubConfig {
     #[must_use]
     pub fn node_prefix(mut self, prefix: u32) -> Self {
         self.node_prefix = prefix;
+        self
+    }
+    /// Sets [`Self::idempotency_window_ms`].
+    #[must_use]
+    pub fn idempotency_window_ms(mut self, ms: u64) -> Self {
+        self.idempotency_window_ms = ms;
         self
     }
     /// Sets [`Self::max_recovery_messages`] and [`Self::max_recovery_bytes`].

@@ -31,8 +31,25 @@ impl Hub {
     /// Publishes and calls `done` with the offset, or with why the broker could not take it. On a single
     /// node `done` runs before this returns; in a cluster, when the broker has stored and numbered it.
     pub fn publish_with(&self, channel: &ChannelName, event: Option<&str>, data: Json, done: Done<u64>) {
+        self.publish_keyed(channel, event, data, None, done);
+    }
+
+    /// [`Hub::publish_with`] with an idempotency key: a repeat of the key on the channel within
+    /// [`crate::HubConfig::idempotency_window_ms`] publishes nothing and answers the first offset. On a
+    /// single node the keys live with the channel (and go when it goes idle); in a cluster, in the broker.
+    pub fn publish_keyed(
+        &self,
+        channel: &ChannelName,
+        event: Option<&str>,
+        data: Json,
+        idempotency_key: Option<&str>,
+        done: Done<u64>,
+    ) {
         if !self.inner.clustered {
-            return done(Ok(self.publish_local(channel, event, data)));
+            return done(Ok(match idempotency_key {
+                None => self.publish_local(channel, event, data),
+                Some(key) => self.publish_local_keyed(channel, event, data, key),
+            }));
         }
         self.inner.stats.publications.add(1);
         if !self.inner.broker.available() {
@@ -45,8 +62,40 @@ impl Hub {
             data,
             history_size: policy.history_size,
             history_ttl_ms: policy.history_ttl_ms,
+            idempotency_key: idempotency_key.map(Into::into),
+            idempotency_window_ms: self.inner.config.idempotency_window_ms,
         };
         self.inner.broker.publish(request, done);
+    }
+
+    /// A keyed publish on one node: the channel is kept (so its keys are), and the key is checked and
+    /// recorded under the channel's lock, with the publish.
+    pub(crate) fn publish_local_keyed(&self, channel: &ChannelName, event: Option<&str>, data: Json, key: &str) -> u64 {
+        let now = self.now_ms();
+        let window = self.inner.config.idempotency_window_ms;
+        loop {
+            let ch = self.get_or_create(channel);
+            let mut state = ch.state.lock();
+            if state.removed {
+                continue;
+            }
+            if let Some(first) = state.recent_keys.get_or_insert_with(Box::default).get(key, now, window) {
+                return first;
+            }
+            self.inner.stats.publications.add(1);
+            state.offset += 1;
+            let offset = state.offset;
+            let publication = Publication { channel: channel.clone(), offset, event: event.map(str::to_owned), data };
+            let frame = publication.encode();
+            self.fan_out(&state, &frame, ch.policy.slow_consumer);
+            if ch.policy.history_size > 0 {
+                state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
+            }
+            if let Some(keys) = state.recent_keys.as_mut() {
+                keys.insert(key, offset, now);
+            }
+            return offset;
+        }
     }
 
     fn publish_local(&self, channel: &ChannelName, event: Option<&str>, data: Json) -> u64 {

@@ -15,6 +15,8 @@ use crate::writer::JsonWriter;
 pub const MAX_ID_LEN: usize = 128;
 /// The longest `type`, in bytes.
 pub const MAX_TYPE_LEN: usize = 64;
+/// The longest `idempotency_key` of a `publish`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 64;
 
 /// A command's `id`: echoed in its reply so clients can match replies to requests.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -80,6 +82,9 @@ pub enum Command {
         channel: ChannelName,
         /// The payload.
         data: Json,
+        /// A repeat with the same key on the same channel within the server's idempotency window publishes
+        /// nothing and answers the first offset (at most [`MAX_IDEMPOTENCY_KEY_LEN`] bytes).
+        idempotency_key: Option<Box<str>>,
     },
     /// `ping`.
     Ping,
@@ -202,9 +207,12 @@ impl ClientFrame {
             Command::Unsubscribe { channel } | Command::Presence { channel } => {
                 w.str_field("channel", channel.as_str());
             }
-            Command::Publish { channel, data } => {
+            Command::Publish { channel, data, idempotency_key } => {
                 w.str_field("channel", channel.as_str());
                 w.raw_field("data", data.as_bytes());
+                if let Some(key) = idempotency_key {
+                    w.str_field("idempotency_key", key);
+                }
             }
             Command::History { channel, limit, since } => {
                 w.str_field("channel", channel.as_str());
@@ -267,7 +275,9 @@ fn decode_command(root: Value<'_, '_>) -> Result<Command, DecodeError> {
     Ok(match kind {
         "subscribe" => Command::Subscribe { channel: channel(root)?, recover: position(root, "recover")? },
         "unsubscribe" => Command::Unsubscribe { channel: channel(root)? },
-        "publish" => Command::Publish { channel: channel(root)?, data: data(root)? },
+        "publish" => {
+            Command::Publish { channel: channel(root)?, data: data(root)?, idempotency_key: idempotency_key(root)? }
+        }
         "ping" => Command::Ping,
         "presence" => Command::Presence { channel: channel(root)? },
         "history" => Command::History {
@@ -280,6 +290,19 @@ fn decode_command(root: Value<'_, '_>) -> Result<Command, DecodeError> {
         other if other.len() > MAX_TYPE_LEN => return Err(DecodeError::TypeTooLong),
         other => Command::Custom { kind: other.into() },
     })
+}
+
+fn idempotency_key(root: Value<'_, '_>) -> Result<Option<Box<str>>, DecodeError> {
+    const WRONG: DecodeError =
+        DecodeError::WrongType { field: "idempotency_key", expected: "a string of 1 to 64 bytes" };
+    match root.get("idempotency_key") {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => match v.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY_LEN => Ok(Some(s.into())),
+            _ => Err(WRONG),
+        },
+    }
 }
 
 fn channel(root: Value<'_, '_>) -> Result<ChannelName, DecodeError> {

@@ -10,7 +10,7 @@
 //!
 //! let frame = ClientFrame::decode(br#"{"type":"publish","id":7,"channel":"chat:lobby","data":{"text":"hi"}}"#)
 //!     .expect("a valid command");
-//! let Command::Publish { channel, data } = frame.command else { panic!("not a publish") };
+//! let Command::Publish { channel, data, .. } = frame.command else { panic!("not a publish") };
 //! assert_eq!(channel.namespace(), "chat");
 //!
 //! // The hub encodes the `message` frame once and shares the bytes.
@@ -34,7 +34,9 @@ mod server;
 mod writer;
 
 pub use channel::{validate as validate_channel, ChannelName, ChannelNameError, MAX_CHANNEL_LEN};
-pub use command::{ClientFrame, Command, CommandId, DecodeFailure, StreamPosition, MAX_ID_LEN, MAX_TYPE_LEN};
+pub use command::{
+    ClientFrame, Command, CommandId, DecodeFailure, StreamPosition, MAX_IDEMPOTENCY_KEY_LEN, MAX_ID_LEN, MAX_TYPE_LEN,
+};
 pub use error::{DecodeError, ErrorCode};
 pub use json::{Json, MAX_DEPTH};
 pub use server::{

@@ -313,7 +313,11 @@ fn nesting_deeper_than_the_limit() {
         let decoded = ClientFrame::decode(frame.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert_eq!(
             decoded.command,
-            Command::Publish { channel: ChannelName::new("a").unwrap(), data: Json::parse(data).unwrap() }
+            Command::Publish {
+                channel: ChannelName::new("a").unwrap(),
+                data: Json::parse(data).unwrap(),
+                idempotency_key: None,
+            }
         );
     }
 }
@@ -389,12 +393,12 @@ fn unknown_fields_and_null_optionals_are_ignored() {
         (
             r#"{"type":"publish","channel":"a","data":null}"#,
             None,
-            Command::Publish { channel: a.clone(), data: Json::null() },
+            Command::Publish { channel: a.clone(), data: Json::null(), idempotency_key: None },
         ),
         (
             r#"{"data":[1],"channel":"a","type":"publish","id":"z"}"#,
             Some(CommandId::Str("z".into())),
-            Command::Publish { channel: a, data: Json::parse("[1]").unwrap() },
+            Command::Publish { channel: a, data: Json::parse("[1]").unwrap(), idempotency_key: None },
         ),
         (" \n{\"type\" : \"ping\" , \"id\" : 5 }\t", Some(CommandId::Int(5)), Command::Ping),
         (r#"{"type":"ping","channel":"not checked","data":"unused"}"#, None, Command::Ping),

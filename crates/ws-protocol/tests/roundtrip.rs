@@ -102,7 +102,7 @@ fn commands() -> Vec<Command> {
         Command::Custom { kind: "k".repeat(MAX_TYPE_LEN).into() },
     ];
     for data in data_shapes() {
-        commands.push(Command::Publish { channel: lobby.clone(), data: data.clone() });
+        commands.push(Command::Publish { channel: lobby.clone(), data: data.clone(), idempotency_key: None });
         commands.push(Command::Echo { data });
     }
     commands
@@ -429,7 +429,11 @@ fn client_frames_match_golden_bytes() {
         (
             ClientFrame {
                 id: Some(CommandId::Int(7)),
-                command: Command::Publish { channel: ch("chat:lobby"), data: json(r#"{"text":"hi"}"#) },
+                command: Command::Publish {
+                    channel: ch("chat:lobby"),
+                    data: json(r#"{"text":"hi"}"#),
+                    idempotency_key: None,
+                },
             },
             r#"{"type":"publish","id":7,"channel":"chat:lobby","data":{"text":"hi"}}"#,
         ),

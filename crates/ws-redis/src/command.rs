@@ -306,11 +306,16 @@ fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: 
     match cmd {
         Cmd::Publish(request, done) => {
             let event = request.event.as_deref().map_or_else(|| "null".to_owned(), envelope::json_string);
+            let (idem_key, window) = match &request.idempotency_key {
+                Some(key) => (shared.idempotency_key(&request.channel, key), request.idempotency_window_ms.max(1)),
+                None => (shared.idempotency_key(&request.channel, ""), 0),
+            };
             pipe.cmd("EVALSHA")
                 .arg(scripts.publish.get_hash())
-                .arg(2)
+                .arg(3)
                 .arg(shared.meta_key(&request.channel))
                 .arg(shared.stream_key(&request.channel))
+                .arg(idem_key)
                 .arg(random_epoch())
                 .arg(request.history_size)
                 .arg(request.history_ttl_ms)
@@ -318,7 +323,8 @@ fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: 
                 .arg(shared.channel_key(&request.channel))
                 .arg(envelope::publication_head(&shared.node))
                 .arg(event)
-                .arg(request.data.as_bytes());
+                .arg(request.data.as_bytes())
+                .arg(window);
             pending.push(Pending::Publish(done));
         }
         Cmd::Read(request, done) => {

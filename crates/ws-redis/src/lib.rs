@@ -33,6 +33,7 @@
 //! | --- | --- | --- |
 //! | `<prefix>.meta.{<channel>}` | hash | `e` epoch, `o` latest offset (TTL `meta_ttl`) |
 //! | `<prefix>.stream.{<channel>}` | stream | history, entry id = offset, fields `d` data and `ev` event |
+//! | `<prefix>.idem.{<channel>}.<key>` | string | the offset a keyed publish got (TTL: the idempotency window) |
 //! | `<prefix>.presence.data.{<channel>}` | hash | conn id to client JSON |
 //! | `<prefix>.presence.expire.{<channel>}` | sorted set | conn id scored by lease expiry (ms) |
 //! | `<prefix>.ch.<channel>` | pub/sub | the channel's envelopes |
@@ -174,6 +175,9 @@ impl Shared {
     }
     pub(crate) fn presence_keys(&self, channel: &ChannelName) -> (String, String) {
         (self.key("presence.data", channel), self.key("presence.expire", channel))
+    }
+    pub(crate) fn idempotency_key(&self, channel: &ChannelName, key: &str) -> String {
+        format!("{}.idem.{{{channel}}}.{key}", self.config.prefix)
     }
     pub(crate) fn channel_key(&self, channel: &ChannelName) -> String {
         format!("{}.ch.{channel}", self.config.prefix)

@@ -2,16 +2,25 @@
 
 /// Numbers, stores and publishes one publication.
 ///
-/// KEYS: meta hash, history stream. ARGV: 1 a fresh epoch (kept only when the channel has none), 2 history
-/// size (0: no stream), 3 history TTL in ms (0: the meta TTL), 4 meta TTL in s, 5 pub/sub channel,
-/// 6 envelope head, 7 event as JSON (`null` or a string), 8 data.
-/// Returns `{epoch, offset}`.
+/// KEYS: meta hash, history stream, idempotency key. ARGV: 1 a fresh epoch (kept only when the channel has
+/// none), 2 history size (0: no stream), 3 history TTL in ms (0: the meta TTL), 4 meta TTL in s, 5 pub/sub
+/// channel, 6 envelope head, 7 event as JSON (`null` or a string), 8 data, 9 idempotency window in ms
+/// (0: no key). Returns `{epoch, offset}`.
+///
+/// With a key, a repeat within the window publishes nothing and returns the first offset: the check, the
+/// publish and the record are one step, so a publish whose reply was lost can be retried safely.
 ///
 /// The epoch is created only when the meta hash is missing, so it changes exactly when the channel's
 /// state was lost (expired, evicted, Redis restarted empty). Offset 1 means a fresh meta hash: whatever
 /// stream is left belongs to the lost epoch and is deleted before the first entry of the new one. The entry
 /// id is the offset, so a read by offset needs no index.
 pub(crate) const PUBLISH: &str = r#"
+if ARGV[9] ~= '0' then
+  local first = redis.call('get', KEYS[3])
+  if first then
+    return {redis.call('hget', KEYS[1], 'e') or ARGV[1], tonumber(first)}
+  end
+end
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[1]
@@ -33,6 +42,9 @@ if size > 0 then
   end
 end
 redis.call('publish', ARGV[5], ARGV[6] .. ',"e":"' .. epoch .. '","n":' .. offset .. ',"ev":' .. ARGV[7] .. ',"d":' .. ARGV[8] .. '}')
+if ARGV[9] ~= '0' then
+  redis.call('set', KEYS[3], offset, 'PX', ARGV[9])
+end
 return {epoch, offset}
 "#;
 

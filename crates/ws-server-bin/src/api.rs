@@ -53,6 +53,8 @@ struct PublishBody {
     data: Json,
     #[serde(default)]
     event: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -212,7 +214,12 @@ impl Api {
             Ok(c) => c,
             Err(e) => return e,
         };
-        match wait(|done| self.hub.publish_with(&channel, body.event.as_deref(), body.data, done)).await {
+        if body.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > ws_protocol::MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return ApiResponse::bad_request("field `idempotency_key` must be 1 to 64 bytes");
+        }
+        let key = body.idempotency_key.as_deref();
+        match wait(|done| self.hub.publish_keyed(&channel, body.event.as_deref(), body.data, key, done)).await {
             Ok(offset) => ApiResponse::ok(&serde_json::json!({ "offset": offset })),
             Err(e) => broker_error(&e),
         }

@@ -351,6 +351,8 @@ pub struct BrokerConfig {
     /// A pub/sub connection quiet for this long is probed; no answer within the command timeout means it is
     /// deaf and is opened again. Default 10,000 ms.
     pub probe_interval_ms: u64,
+    /// How long a publish's `idempotency_key` is remembered per channel (also on a single node). Default 300,000 ms.
+    pub idempotency_window_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -363,6 +365,7 @@ impl Default for BrokerConfig {
             pubsub_connections: 2,
             command_timeout_ms: 5_000,
             probe_interval_ms: 10_000,
+            idempotency_window_ms: 300_000,
         }
     }
 }
@@ -506,6 +509,9 @@ impl Config {
             return invalid("tls", &"one of cert and key", "set both tls.cert and tls.key, or neither");
         }
         let broker = &self.broker;
+        if broker.idempotency_window_ms == 0 {
+            return invalid("broker.idempotency_window_ms", &0, "must be at least 1");
+        }
         if !broker.redis_url.is_empty() {
             let url = &broker.redis_url;
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {

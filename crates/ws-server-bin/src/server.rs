@@ -42,7 +42,8 @@ impl Server {
             .namespaces(config.hub_namespaces())
             .max_channels_per_conn(config.limits.max_channels_per_conn)
             // A replay is queued at once, so it must fit the send queue with room to spare.
-            .max_recovery(config.queue.messages / 2, config.queue.bytes / 2);
+            .max_recovery(config.queue.messages / 2, config.queue.bytes / 2)
+            .idempotency_window_ms(config.broker.idempotency_window_ms);
         let mut builder = Hub::builder(Arc::new(SystemClock));
         let mut readiness = Readiness::ready();
         if let Some(broker) = &broker {

@@ -324,3 +324,14 @@ async fn an_expiring_jwt_is_refreshed_through_the_provider() {
     assert_eq!(client.state(), State::Connected);
     assert!(minted.load(SeqCst) >= 2, "a fresh token was asked for");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_node_a_repeated_idempotency_key_publishes_once() {
+    let server = common::start(common::config()).await;
+    let client = Client::builder(format!("ws://{}/ws", server.addr)).backoff(quick()).connect();
+    let mut sub = client.subscribe("once").await.unwrap();
+    assert_eq!(client.publish_once("once", &1, Some("k")).await.unwrap(), 1);
+    assert_eq!(client.publish_once("once", &1, Some("k")).await.unwrap(), 1, "the first offset again");
+    assert_eq!(client.publish_once("once", &2, Some("other")).await.unwrap(), 2);
+    assert_eq!((sub.recv().await.unwrap().offset, sub.recv().await.unwrap().offset), (1, 2));
+}

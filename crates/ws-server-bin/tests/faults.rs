@@ -207,3 +207,27 @@ async fn a_paused_redis_is_noticed_by_the_probe_and_all_recovers_after_it_resume
     let m = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.expect("delivery resumed").unwrap();
     assert_eq!(m.data, json!("after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_repeated_with_its_idempotency_key_is_made_once_cluster_wide() {
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    a.wait_ready(true).await;
+    b.wait_ready(true).await;
+    let watcher = Client::builder(format!("ws://{}/ws", b.addr)).backoff(quick()).connect();
+    let mut sub = watcher.subscribe("orders").await.unwrap();
+    let client = Client::builder(format!("ws://{}/ws", a.addr)).backoff(quick()).connect();
+    let first = client.publish_once("orders", &json!({"id": 1}), Some("order-1")).await.unwrap();
+    let again = client.publish_once("orders", &json!({"id": 1}), Some("order-1")).await.unwrap();
+    let via_api = b
+        .api("POST", "/api/publish", json!({"channel": "orders", "data": {"id": 1}, "idempotency_key": "order-1"}))
+        .await;
+    assert_eq!((first, again, via_api.json()["offset"].as_u64().unwrap()), (1, 1, 1), "one publication");
+    let other = client.publish_once("orders", &json!({"id": 2}), Some("order-2")).await.unwrap();
+    assert_eq!(other, 2);
+    let got: Vec<u64> = vec![sub.recv().await.unwrap().offset, sub.recv().await.unwrap().offset];
+    assert_eq!(got, [1, 2], "the repeat delivered nothing");
+    let bad =
+        b.api("POST", "/api/publish", json!({"channel": "orders", "data": 1, "idempotency_key": "k".repeat(65)})).await;
+    assert_eq!(bad.status, 400);
+}
