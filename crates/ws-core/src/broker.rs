@@ -146,6 +146,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         true
     }
 
+    /// Whether requests for `channel` can be taken now. A broker that spreads channels over several
+    /// servers answers for the one that holds `channel`; the default is [`Broker::available`].
+    fn available_for(&self, _channel: &ChannelName) -> bool {
+        self.available()
+    }
+
     /// A channel may have gained its first or lost its last local interest: look again.
     fn interest_changed(&self, _channel: &ChannelName) {}
 

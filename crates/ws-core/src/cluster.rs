@@ -287,7 +287,7 @@ impl Hub {
         recover: Option<&StreamPosition>,
         reply: Option<Option<CommandId>>,
     ) -> Result<Option<Subscribed>, CommandError> {
-        if !self.inner.broker.available() {
+        if !self.inner.broker.available_for(channel) {
             entry.channels.lock().remove(channel);
             return Err(unavailable());
         }

@@ -66,6 +66,6 @@ pub use policy::{
 };
 pub use presence::HistoryPage;
 pub use sharded::ShardedMap;
-pub use stats::{DropReason, StatsSnapshot};
+pub use stats::{DelayHistogram, DropReason, StatsSnapshot};
 pub use subscriptions::Subscribed;
 pub use ws_protocol;

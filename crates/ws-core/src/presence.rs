@@ -52,7 +52,7 @@ impl Hub {
         if !self.inner.clustered {
             return done(Ok(self.presence(channel)));
         }
-        if !self.inner.broker.available() {
+        if !self.inner.broker.available_for(channel) {
             return done(Err(BrokerError::Unavailable("the broker cannot be reached".into())));
         }
         self.inner.broker.presence(channel, done);
@@ -70,7 +70,7 @@ impl Hub {
         if !self.inner.clustered {
             return done(Ok(self.history(channel, limit, since)));
         }
-        if !self.inner.broker.available() {
+        if !self.inner.broker.available_for(channel) {
             return done(Err(BrokerError::Unavailable("the broker cannot be reached".into())));
         }
         let request = HistoryRequest { channel: channel.clone(), since: since.cloned(), limit };

@@ -52,7 +52,7 @@ impl Hub {
             }));
         }
         self.inner.stats.publications.add(1);
-        if !self.inner.broker.available() {
+        if !self.inner.broker.available_for(channel) {
             return done(Err(BrokerError::Unavailable("the broker cannot be reached".into())));
         }
         let policy = self.policy(channel);

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 
 /// How many stripes a counter has: more than the cores a server usually runs on, a power of two.
 const STRIPES: usize = 16;
@@ -155,9 +156,60 @@ impl StatsSnapshot {
     }
 }
 
+/// Upper bounds of the [`DelayHistogram`] buckets, in seconds: 50 µs to about 3.3 s, doubling.
+const DELAY_BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_4, 0.000_8, 0.001_6, 0.003_2, 0.006_4, 0.012_8, 0.025_6, 0.051_2, 0.102_4,
+    0.204_8, 0.409_6, 0.819_2, 1.638_4, 3.276_8,
+];
+
+/// A fixed-bucket histogram of durations, updated lock-free: the transport's queue delay, the broker's
+/// publish latency.
+#[derive(Debug, Default)]
+pub struct DelayHistogram {
+    counts: [AtomicU64; DELAY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl DelayHistogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = DELAY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DELAY_BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Sum in seconds, count, and cumulative `(upper bound, count)` buckets ending with `+Inf`, as Prometheus
+    /// histograms are written.
+    #[must_use]
+    pub fn prometheus(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(self.counts.len());
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Relaxed);
+            buckets.push((DELAY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
+        }
+        (self.sum_ns.load(Relaxed) as f64 / 1e9, cumulative, buckets)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = DelayHistogram::default();
+        h.observe(Duration::from_micros(10));
+        h.observe(Duration::from_micros(150));
+        h.observe(Duration::from_secs(10));
+        let (sum, count, buckets) = h.prometheus();
+        assert_eq!(count, 3);
+        assert!((sum - 10.000_16).abs() < 1e-9);
+        assert_eq!(buckets[0], (0.000_05, 1));
+        assert_eq!(buckets[2], (0.000_2, 2));
+        assert_eq!(*buckets.last().unwrap(), (f64::INFINITY, 3));
+    }
 
     #[test]
     fn stripes_from_many_threads_sum_up() {

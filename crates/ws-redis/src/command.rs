@@ -1,9 +1,10 @@
-//! The command task: one multiplexed connection that runs publishes, reads, presence and control in
-//! pipelines, one pipeline in flight at a time, so requests complete in the order they were made.
+//! The command task, one per Redis server: one multiplexed connection that runs publishes, reads, presence
+//! and control in pipelines, one pipeline in flight at a time, so requests complete in the order they were
+//! made.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
@@ -21,7 +22,8 @@ const MAX_BATCH: usize = 512;
 
 /// A request for the command task.
 pub(crate) enum Cmd {
-    Publish(PublishRequest, Done<u64>),
+    /// A publication, with when it reached the broker.
+    Publish(PublishRequest, Done<u64>, Instant),
     Read(HistoryRequest, Done<HistoryReply>),
     /// Read a channel's position and report it with `Hub::broker_subscribed`.
     Position(ChannelName),
@@ -37,10 +39,20 @@ pub(crate) enum Cmd {
 }
 
 impl Cmd {
+    /// The channel the request is about; `None` for control, which is about every channel.
+    pub(crate) fn channel(&self) -> Option<&ChannelName> {
+        match self {
+            Cmd::Publish(request, ..) => Some(&request.channel),
+            Cmd::Read(request, _) => Some(&request.channel),
+            Cmd::Position(channel) | Cmd::Presence(channel, _) | Cmd::Member { channel, .. } => Some(channel),
+            Cmd::Control(_) => None,
+        }
+    }
+
     /// Answers the request with an error, without Redis.
     pub(crate) fn fail(self, shared: &Shared, error: &BrokerError) {
         match self {
-            Cmd::Publish(_, done) => done(Err(error.clone())),
+            Cmd::Publish(_, done, _) => done(Err(error.clone())),
             Cmd::Read(_, done) => done(Err(error.clone())),
             Cmd::Presence(_, done) => done(Err(error.clone())),
             Cmd::Position(channel) => position_failed(shared, channel, error.clone()),
@@ -58,7 +70,7 @@ const POSITION_RETRY: std::time::Duration = std::time::Duration::from_millis(500
 fn position_failed(shared: &Shared, channel: ChannelName, error: BrokerError) {
     let Some(hub) = shared.hub() else { return };
     hub.broker_subscribed(&channel, Err(error));
-    let commands = shared.commands.clone();
+    let commands = shared.shard_for(&channel).commands.clone();
     tokio::spawn(async move {
         tokio::time::sleep(POSITION_RETRY).await;
         if hub.broker_wants(&channel) {
@@ -76,7 +88,7 @@ struct Scripts {
 
 /// What to do with one reply of a pipeline.
 enum Pending {
-    Publish(Done<u64>),
+    Publish(Done<u64>, Instant),
     Read(HistoryRequest, Done<HistoryReply>),
     Position(ChannelName),
     Presence(Done<Vec<ClientInfo>>),
@@ -86,7 +98,7 @@ enum Pending {
 /// This node's presence entries, refreshed every third of the lease.
 type Members = HashMap<ChannelName, HashMap<String, String>>;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+pub(crate) async fn run(shared: Arc<Shared>, shard: usize, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let scripts = Scripts {
         publish: redis::Script::new(scripts::PUBLISH),
         read: redis::Script::new(scripts::READ),
@@ -96,10 +108,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd
     let mut backoff = Backoff::new();
     let refresh_every = shared.config.presence_lease / 3;
     loop {
-        let mut conn = match connect(&shared, &scripts).await {
+        let mut conn = match connect(&shared, shard, &scripts).await {
             Ok(conn) => conn,
             Err(reason) => {
-                shared.set_link(0, Err(reason));
+                shared.set_link(shard, 0, Err(reason));
                 // Down: answer whatever comes at once, until it is time to try again.
                 let sleep = tokio::time::sleep(backoff.next_delay());
                 tokio::pin!(sleep);
@@ -118,10 +130,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd
                 continue;
             }
         };
-        shared.set_link(0, Ok(()));
+        shared.set_link(shard, 0, Ok(()));
         backoff.reset();
         // After a reconnect Redis may have lost this node's presence: write it all again.
-        if refresh(&shared, &mut conn, &members).await.is_err() {
+        if refresh(&shared, shard, &mut conn, &members).await.is_err() {
             continue;
         }
         let mut ticker = tokio::time::interval(refresh_every);
@@ -134,7 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd
                     None => return,
                 },
                 _ = ticker.tick() => {
-                    if refresh(&shared, &mut conn, &members).await.is_err() {
+                    if refresh(&shared, shard, &mut conn, &members).await.is_err() {
                         break;
                     }
                     continue;
@@ -151,16 +163,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd
                 track(&mut members, cmd);
             }
             if let Err(reason) = execute(&shared, &scripts, &mut conn, batch).await {
-                shared.set_link(0, Err(reason));
+                shared.set_link(shard, 0, Err(reason));
                 break;
             }
         }
     }
 }
 
-async fn connect(shared: &Shared, scripts: &Scripts) -> Result<MultiplexedConnection, String> {
+async fn connect(shared: &Shared, shard: usize, scripts: &Scripts) -> Result<MultiplexedConnection, String> {
     let timeout = shared.command_timeout();
-    let mut conn = tokio::time::timeout(timeout, shared.client.get_multiplexed_async_connection())
+    let mut conn = tokio::time::timeout(timeout, shared.shards[shard].client.get_multiplexed_async_connection())
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| e.to_string())?;
@@ -194,7 +206,7 @@ fn now_ms() -> u64 {
 }
 
 /// Extends the lease of every presence entry of this node.
-async fn refresh(shared: &Shared, conn: &mut MultiplexedConnection, members: &Members) -> Result<(), ()> {
+async fn refresh(shared: &Shared, shard: usize, conn: &mut MultiplexedConnection, members: &Members) -> Result<(), ()> {
     if members.is_empty() {
         return Ok(());
     }
@@ -215,11 +227,11 @@ async fn refresh(shared: &Shared, conn: &mut MultiplexedConnection, members: &Me
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
-            shared.set_link(0, Err(e.to_string()));
+            shared.set_link(shard, 0, Err(e.to_string()));
             Err(())
         }
         Err(_) => {
-            shared.set_link(0, Err("presence refresh timed out".into()));
+            shared.set_link(shard, 0, Err("presence refresh timed out".into()));
             Err(())
         }
     }
@@ -263,7 +275,10 @@ async fn execute(
             continue;
         }
         match p {
-            Pending::Publish(done) => done(parse_publish(&reply).ok_or_else(|| bad_reply("publish"))),
+            Pending::Publish(done, since) => {
+                shared.publish_latency.observe(since.elapsed());
+                done(parse_publish(&reply).ok_or_else(|| bad_reply("publish")));
+            }
             Pending::Read(request, done) => {
                 done(parse_read(&request.channel, &reply).ok_or_else(|| bad_reply("history")));
             }
@@ -293,7 +308,7 @@ fn bad_reply(what: &str) -> BrokerError {
 fn fail_pending(shared: &Shared, p: Pending, publish_error: &BrokerError, reason: &str) {
     let read_error = BrokerError::Unavailable(if reason.is_empty() { "redis error".into() } else { reason.into() });
     match p {
-        Pending::Publish(done) => done(Err(publish_error.clone())),
+        Pending::Publish(done, _) => done(Err(publish_error.clone())),
         Pending::Read(_, done) => done(Err(read_error)),
         Pending::Presence(done) => done(Err(read_error)),
         Pending::Position(channel) => position_failed(shared, channel, read_error),
@@ -304,7 +319,7 @@ fn fail_pending(shared: &Shared, p: Pending, publish_error: &BrokerError, reason
 fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: &mut Vec<Pending>, cmd: Cmd) {
     let meta_ttl = shared.config.meta_ttl.as_secs().max(1);
     match cmd {
-        Cmd::Publish(request, done) => {
+        Cmd::Publish(request, done, since) => {
             let event = request.event.as_deref().map_or_else(|| "null".to_owned(), envelope::json_string);
             let (idem_key, window) = match &request.idempotency_key {
                 Some(key) => (shared.idempotency_key(&request.channel, key), request.idempotency_window_ms.max(1)),
@@ -325,7 +340,7 @@ fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: 
                 .arg(event)
                 .arg(request.data.as_bytes())
                 .arg(window);
-            pending.push(Pending::Publish(done));
+            pending.push(Pending::Publish(done, since));
         }
         Cmd::Read(request, done) => {
             read(shared, scripts, pipe, &request.channel, request.since.as_ref(), request.limit);

@@ -58,11 +58,14 @@ use crate::command::Cmd;
 use crate::envelope::Dropped;
 
 /// The broker's settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// The Redis URL: `redis://[user][:password@]host[:port][/db]`.
-    pub url: String,
+    /// The Redis URLs: `redis://[user][:password@]host[:port][/db]`, or `rediss://` for TLS. With more than
+    /// one, channels are spread over them by a consistent hash of their name (see [`shard_of`]).
+    pub urls: Vec<String>,
+    /// A PEM bundle of the certificate authorities to trust for `rediss://`, instead of the system's.
+    pub tls_root_cert: Option<Vec<u8>>,
     /// The key prefix. Default `ws`.
     pub prefix: String,
     /// This node's id; random per process when `None`.
@@ -84,8 +87,15 @@ impl RedisConfig {
     /// Settings for the Redis at `url`, the rest default.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
+        Self::sharded([url.into()])
+    }
+
+    /// Settings for channels spread over the Redis servers at `urls`, the rest default.
+    #[must_use]
+    pub fn sharded(urls: impl IntoIterator<Item = String>) -> Self {
         Self {
-            url: url.into(),
+            urls: urls.into_iter().collect(),
+            tls_root_cert: None,
             prefix: "ws".into(),
             node_id: None,
             presence_lease: Duration::from_secs(30),
@@ -94,6 +104,23 @@ impl RedisConfig {
             meta_ttl: Duration::from_secs(24 * 3600),
             probe_interval: Duration::from_secs(10),
         }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redacted(u)).collect();
+        f.debug_struct("RedisConfig")
+            .field("urls", &urls)
+            .field("tls_root_cert", &self.tls_root_cert.as_ref().map(|_| "<pem>"))
+            .field("prefix", &self.prefix)
+            .field("node_id", &self.node_id)
+            .field("presence_lease", &self.presence_lease)
+            .field("pubsub_connections", &self.pubsub_connections)
+            .field("command_timeout", &self.command_timeout)
+            .field("meta_ttl", &self.meta_ttl)
+            .field("probe_interval", &self.probe_interval)
+            .finish()
     }
 }
 
@@ -116,11 +143,15 @@ pub enum ConfigError {
 
 /// Whether the broker can serve, and why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BrokerStatus {
-    /// Every connection is up.
+    /// Every connection to every Redis is up.
     pub up: bool,
     /// What is down, when something is.
     pub reason: Option<String>,
+    /// Each Redis server, in configuration order: its URL without the password, and whether every
+    /// connection to it is up.
+    pub instances: Vec<(String, bool)>,
 }
 
 /// Counters, for metrics.
@@ -144,19 +175,35 @@ struct LinkState {
     reason: Mutex<Option<String>>,
 }
 
+/// One Redis server and this node's connections to it: one command connection and `pubsub_connections`
+/// pub/sub connections, each run by its own task.
+pub(crate) struct Shard {
+    /// The URL without its password.
+    url: String,
+    pub(crate) client: redis::Client,
+    pub(crate) commands: mpsc::UnboundedSender<Cmd>,
+    interest: Vec<mpsc::UnboundedSender<ChannelName>>,
+    links: Vec<LinkState>,
+}
+
+impl Shard {
+    fn up(&self) -> bool {
+        self.links.iter().all(|l| l.up.load(Relaxed))
+    }
+}
+
 /// What the broker's tasks share.
 pub(crate) struct Shared {
     config: RedisConfig,
     node: String,
-    client: redis::Client,
     hub: OnceLock<WeakHub>,
-    commands: mpsc::UnboundedSender<Cmd>,
-    interest: Vec<mpsc::UnboundedSender<ChannelName>>,
-    links: Vec<LinkState>,
+    pub(crate) shards: Vec<Shard>,
     dropped: [AtomicU64; 4],
     resubscriptions: AtomicU64,
     connects: AtomicU64,
     pub(crate) probe_failures: AtomicU64,
+    /// From handing a publication to the command task to Redis's answer.
+    pub(crate) publish_latency: ws_core::DelayHistogram,
 }
 
 impl Shared {
@@ -190,25 +237,35 @@ impl Shared {
         format!("{}.control", self.config.prefix)
     }
 
-    /// The pub/sub connection that carries a channel: FNV-1a of its name, modulo their count.
-    pub(crate) fn conn_for(&self, channel: &ChannelName) -> usize {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in channel.as_str().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % self.interest.len() as u64) as usize
+    /// The Redis server and the pub/sub connection to it that carry a channel: the server by a jump
+    /// consistent hash of the channel name's FNV-1a hash, the connection by the hash's high half.
+    pub(crate) fn route(&self, channel: &ChannelName) -> (usize, usize) {
+        let h = fnv1a64(channel.as_str());
+        let shard = jump_hash(h, self.shards.len());
+        (shard, ((h >> 32) % self.config.pubsub_connections as u64) as usize)
     }
 
-    /// Records a link going up or down, logging the change once.
-    pub(crate) fn set_link(&self, link: usize, state: Result<(), String>) {
-        let l = &self.links[link];
+    /// The Redis server that holds a channel.
+    pub(crate) fn shard_for(&self, channel: &ChannelName) -> &Shard {
+        &self.shards[self.route(channel).0]
+    }
+
+    /// Where control envelopes go: every node listens for them on every server, so the first server that
+    /// is up will do.
+    fn control_shard(&self) -> &Shard {
+        self.shards.iter().find(|s| s.up()).unwrap_or(&self.shards[0])
+    }
+
+    /// Records a link of `shard` going up or down, logging the change once.
+    pub(crate) fn set_link(&self, shard: usize, link: usize, state: Result<(), String>) {
+        let s = &self.shards[shard];
+        let l = &s.links[link];
         let name = if link == 0 { "command".to_owned() } else { format!("pub/sub {}", link - 1) };
         match state {
             Ok(()) => {
                 if !l.up.swap(true, Relaxed) {
                     self.connects.fetch_add(1, Relaxed);
-                    tracing::info!(link = %name, url = %redacted(&self.config.url), "redis connection up");
+                    tracing::info!(link = %name, url = %s.url, "redis connection up");
                 }
                 *l.reason.lock() = None;
             }
@@ -216,9 +273,10 @@ impl Shared {
                 let was_up = l.up.swap(false, Relaxed);
                 let mut r = l.reason.lock();
                 if was_up || r.is_none() {
-                    tracing::warn!(link = %name, %reason, "redis connection down");
+                    tracing::warn!(link = %name, url = %s.url, %reason, "redis connection down");
                 }
-                *r = Some(format!("redis {name} connection: {reason}"));
+                let at = if self.shards.len() > 1 { format!(" to {}", s.url) } else { String::new() };
+                *r = Some(format!("redis {name} connection{at}: {reason}"));
             }
         }
     }
@@ -233,14 +291,15 @@ impl Shared {
     }
 }
 
+/// The receivers of one shard's tasks.
 type Receivers = (mpsc::UnboundedReceiver<Cmd>, Vec<mpsc::UnboundedReceiver<ChannelName>>);
 
 /// The Redis broker. Build it with [`RedisBroker::new`] inside a tokio runtime, hand it to
 /// [`ws_core::HubBuilder::broker`]; its tasks start when the hub attaches and end when the hub is dropped.
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    /// The tasks' receivers, until `attach` starts the tasks.
-    receivers: Mutex<Option<Receivers>>,
+    /// The tasks' receivers, per shard, until `attach` starts the tasks.
+    receivers: Mutex<Option<Vec<Receivers>>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -253,10 +312,20 @@ impl RedisBroker {
     /// A broker for `config`; it connects once attached to a hub, and keeps retrying with backoff.
     ///
     /// # Errors
-    /// When the URL does not parse or a setting is out of range.
+    /// When a URL does not parse or a setting is out of range.
     pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|source| ConfigError::Url { url: redacted(&config.url), source })?;
+        if config.urls.is_empty() {
+            return Err(ConfigError::Invalid("the broker needs at least one Redis URL".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = config.urls.iter().find(|u| !seen.insert(u.as_str())) {
+            return Err(ConfigError::Invalid(format!("Redis URL {} is listed twice", redacted(dup))));
+        }
+        let clients = config
+            .urls
+            .iter()
+            .map(|url| client(url, config.tls_root_cert.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
         if config.prefix.is_empty() || config.prefix.contains(char::is_whitespace) {
             return Err(ConfigError::Invalid(format!(
                 "broker prefix {:?} must be non-empty and without spaces",
@@ -276,26 +345,33 @@ impl RedisBroker {
             return Err(ConfigError::Invalid("broker presence_lease_ms must be at least 300".into()));
         }
         let node = config.node_id.clone().unwrap_or_else(random_node_id);
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (interest, interest_rx): (Vec<_>, Vec<_>) =
-            (0..config.pubsub_connections).map(|_| mpsc::unbounded_channel()).unzip();
-        let links = (0..=config.pubsub_connections)
-            .map(|_| LinkState { up: AtomicBool::new(false), reason: Mutex::new(Some("connecting to redis".into())) })
-            .collect();
+        let mut shards = Vec::with_capacity(clients.len());
+        let mut receivers = Vec::with_capacity(clients.len());
+        for (url, client) in config.urls.iter().zip(clients) {
+            let (commands, command_rx) = mpsc::unbounded_channel();
+            let (interest, interest_rx): (Vec<_>, Vec<_>) =
+                (0..config.pubsub_connections).map(|_| mpsc::unbounded_channel()).unzip();
+            let links = (0..=config.pubsub_connections)
+                .map(|_| LinkState {
+                    up: AtomicBool::new(false),
+                    reason: Mutex::new(Some(format!("connecting to {}", redacted(url)))),
+                })
+                .collect();
+            shards.push(Shard { url: redacted(url), client, commands, interest, links });
+            receivers.push((command_rx, interest_rx));
+        }
         let shared = Arc::new(Shared {
             config,
             node,
-            client,
             hub: OnceLock::new(),
-            commands,
-            interest,
-            links,
+            shards,
             dropped: Default::default(),
             resubscriptions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
+            publish_latency: ws_core::DelayHistogram::default(),
         });
-        Ok(Self { shared, receivers: Mutex::new(Some((command_rx, interest_rx))) })
+        Ok(Self { shared, receivers: Mutex::new(Some(receivers)) })
     }
 
     /// This node's id, as the broker names it to other nodes.
@@ -320,11 +396,26 @@ impl RedisBroker {
     /// Whether every connection to Redis is up, and what is down if not.
     #[must_use]
     pub fn status(&self) -> BrokerStatus {
-        let reasons: Vec<String> = self.shared.links.iter().filter_map(|l| l.reason.lock().clone()).collect();
+        let shards = &self.shared.shards;
+        let reasons: Vec<String> =
+            shards.iter().flat_map(|s| &s.links).filter_map(|l| l.reason.lock().clone()).collect();
         BrokerStatus {
-            up: self.shared.links.iter().all(|l| l.up.load(Relaxed)),
+            up: shards.iter().all(Shard::up),
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            instances: shards.iter().map(|s| (s.url.clone(), s.up())).collect(),
         }
+    }
+
+    /// The Redis server (its index in [`RedisConfig::urls`]) that holds `channel`.
+    #[must_use]
+    pub fn shard_of(&self, channel: &ChannelName) -> usize {
+        self.shared.route(channel).0
+    }
+
+    /// Publish latency to Redis: from the publication reaching the broker to Redis's answer.
+    #[must_use]
+    pub fn publish_latency(&self) -> &ws_core::DelayHistogram {
+        &self.shared.publish_latency
     }
 
     /// The broker's counters.
@@ -342,10 +433,21 @@ impl RedisBroker {
         }
     }
 
+    /// Hands a request to the command task of the server it belongs to.
     fn send(&self, cmd: Cmd) {
+        let shard = match cmd.channel() {
+            Some(channel) => self.shared.shard_for(channel),
+            None => self.shared.control_shard(),
+        };
+        shard.send(&self.shared, cmd);
+    }
+}
+
+impl Shard {
+    pub(crate) fn send(&self, shared: &Shared, cmd: Cmd) {
         // The command task lives as long as the hub; after it ended, the request is answered here.
-        if let Err(mpsc::error::SendError(cmd)) = self.shared.commands.send(cmd) {
-            cmd.fail(&self.shared, &BrokerError::Unavailable("the broker has stopped".into()));
+        if let Err(mpsc::error::SendError(cmd)) = self.commands.send(cmd) {
+            cmd.fail(shared, &BrokerError::Unavailable("the broker has stopped".into()));
         }
     }
 }
@@ -360,28 +462,34 @@ impl Broker for RedisBroker {
             tracing::error!("a RedisBroker serves one hub; this one is attached already");
             return;
         }
-        let Some((command_rx, interest_rx)) = self.receivers.lock().take() else { return };
+        let Some(receivers) = self.receivers.lock().take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!("RedisBroker must be attached inside a tokio runtime; it will not connect");
             return;
         };
-        runtime.spawn(command::run(Arc::clone(&self.shared), command_rx));
-        for (index, rx) in interest_rx.into_iter().enumerate() {
-            runtime.spawn(pubsub::run(Arc::clone(&self.shared), index, rx));
+        for (shard, (command_rx, interest_rx)) in receivers.into_iter().enumerate() {
+            runtime.spawn(command::run(Arc::clone(&self.shared), shard, command_rx));
+            for (index, rx) in interest_rx.into_iter().enumerate() {
+                runtime.spawn(pubsub::run(Arc::clone(&self.shared), shard, index, rx));
+            }
         }
     }
 
     fn available(&self) -> bool {
-        self.shared.links.iter().all(|l| l.up.load(Relaxed))
+        self.shared.shards.iter().all(Shard::up)
+    }
+
+    fn available_for(&self, channel: &ChannelName) -> bool {
+        self.shared.shard_for(channel).up()
     }
 
     fn interest_changed(&self, channel: &ChannelName) {
-        let conn = self.shared.conn_for(channel);
-        let _ = self.shared.interest[conn].send(channel.clone());
+        let (shard, conn) = self.shared.route(channel);
+        let _ = self.shared.shards[shard].interest[conn].send(channel.clone());
     }
 
     fn publish(&self, request: PublishRequest, done: Done<u64>) {
-        self.send(Cmd::Publish(request, done));
+        self.send(Cmd::Publish(request, done, std::time::Instant::now()));
     }
 
     fn history(&self, request: HistoryRequest, done: Done<HistoryReply>) {
@@ -419,6 +527,45 @@ impl Broker for RedisBroker {
     fn control(&self, command: Control) {
         self.send(Cmd::Control(command));
     }
+}
+
+/// Opens a client for one Redis URL, trusting `root_cert` (PEM) for `rediss://` when given.
+fn client(url: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, ConfigError> {
+    let invalid = |source| ConfigError::Url { url: redacted(url), source };
+    match root_cert {
+        None => redis::Client::open(url).map_err(invalid),
+        Some(_) if !url.starts_with("rediss://") => Err(ConfigError::Invalid(format!(
+            "a TLS certificate authority is configured but {} is not a rediss:// URL",
+            redacted(url)
+        ))),
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+        )
+        .map_err(invalid),
+    }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a64(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Jump consistent hash (Lamping and Veach, 2014): a bucket in `0..buckets` for `key`, such that going from
+/// n to n + 1 buckets moves only about 1/(n + 1) of the keys, all to the new bucket.
+fn jump_hash(mut key: u64, buckets: usize) -> usize {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < buckets as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
 }
 
 /// A random node id: 12 lowercase letters and digits.
@@ -478,5 +625,34 @@ mod tests {
         assert_eq!(b.node_id().len(), 12);
         assert!(b.conn_id_prefix() < 1 << 24);
         assert!(!b.status().up);
+        let twice = RedisConfig::sharded(["redis://a".to_owned(), "redis://a".to_owned()]);
+        assert!(matches!(RedisBroker::new(twice), Err(ConfigError::Invalid(_))));
+        assert!(matches!(RedisBroker::new(RedisConfig::sharded([])), Err(ConfigError::Invalid(_))));
+        let mut plain_with_ca = RedisConfig::new("redis://127.0.0.1:1");
+        plain_with_ca.tls_root_cert = Some(b"pem".to_vec());
+        assert!(matches!(RedisBroker::new(plain_with_ca), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn channels_spread_over_servers_and_move_little_when_one_is_added() {
+        let names: Vec<String> = (0..10_000).map(|i| format!("room:{i}")).collect();
+        let mut counts = [0usize; 3];
+        let mut moved = 0;
+        for name in &names {
+            let h = fnv1a64(name);
+            let (two, three) = (jump_hash(h, 2), jump_hash(h, 3));
+            assert!(two < 2 && three < 3);
+            assert_eq!(jump_hash(h, 1), 0);
+            counts[three] += 1;
+            if two != three {
+                // Going from two servers to three only ever moves a channel to the new one.
+                assert_eq!(three, 2);
+                moved += 1;
+            }
+        }
+        for c in counts {
+            assert!((3_000..3_700).contains(&c), "uneven spread: {counts:?}");
+        }
+        assert!((3_000..3_700).contains(&moved), "{moved} of 10000 moved");
     }
 }

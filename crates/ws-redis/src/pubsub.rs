@@ -1,4 +1,6 @@
-//! The pub/sub tasks: each owns one dedicated connection and the channels whose hash lands on it.
+//! The pub/sub tasks: each owns one dedicated connection to one Redis server and the channels whose hash
+//! lands on it. The first connection to each server also carries the control channel, so control reaches
+//! every node whichever server it was published on.
 //!
 //! A task reconciles on every interest notice: it asks the hub whether the channel is wanted and
 //! subscribes or unsubscribes to match (in batches), or, for a channel wanted and already subscribed,
@@ -23,20 +25,21 @@ use crate::{Backoff, Shared};
 /// The most channels one SUBSCRIBE or UNSUBSCRIBE names.
 const MAX_SUBSCRIBE_BATCH: usize = 512;
 
-pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut rx: mpsc::UnboundedReceiver<ChannelName>) {
+pub(crate) async fn run(shared: Arc<Shared>, shard: usize, index: usize, mut rx: mpsc::UnboundedReceiver<ChannelName>) {
     let link = index + 1;
     let mut backoff = Backoff::new();
     let mut first = true;
     loop {
-        let connected = tokio::time::timeout(shared.command_timeout(), shared.client.get_async_pubsub()).await;
+        let client = &shared.shards[shard].client;
+        let connected = tokio::time::timeout(shared.command_timeout(), client.get_async_pubsub()).await;
         let pubsub = match connected {
             Ok(Ok(p)) => Some(p),
             Ok(Err(e)) => {
-                shared.set_link(link, Err(e.to_string()));
+                shared.set_link(shard, link, Err(e.to_string()));
                 None
             }
             Err(_) => {
-                shared.set_link(link, Err("connect timed out".into()));
+                shared.set_link(shard, link, Err("connect timed out".into()));
                 None
             }
         };
@@ -57,7 +60,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut rx: mpsc::Unbound
                 .map(|hub| hub.broker_channels())
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|c| shared.conn_for(c) == index)
+                .filter(|c| shared.route(c) == (shard, index))
                 .collect();
             if !first {
                 shared.resubscriptions.fetch_add(wanted.len() as u64, Relaxed);
@@ -66,7 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut rx: mpsc::Unbound
         }
         .await;
         if let Err(reason) = ready {
-            shared.set_link(link, Err(reason));
+            shared.set_link(shard, link, Err(reason));
             lost(&shared, &subscribed);
             if !down(&shared, &mut rx, &mut backoff).await {
                 return;
@@ -74,7 +77,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut rx: mpsc::Unbound
             continue;
         }
         first = false;
-        shared.set_link(link, Ok(()));
+        shared.set_link(shard, link, Ok(()));
         backoff.reset();
         let mut probe = tokio::time::interval(shared.config.probe_interval / 2);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,7 +116,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut rx: mpsc::Unbound
                 }
             }
         };
-        shared.set_link(link, Err(reason));
+        shared.set_link(shard, link, Err(reason));
         lost(&shared, &subscribed);
     }
 }
@@ -187,9 +190,7 @@ async fn reconcile(
     }
     // Subscribed first, position second: whatever is published after the read arrives on the connection.
     for ch in position {
-        if let Err(mpsc::error::SendError(cmd)) = shared.commands.send(Cmd::Position(ch)) {
-            cmd.fail(shared, &BrokerError::Unavailable("the broker has stopped".into()));
-        }
+        shared.shard_for(&ch).send(shared, Cmd::Position(ch));
     }
     Ok(())
 }

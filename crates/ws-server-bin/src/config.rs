@@ -336,8 +336,15 @@ impl Default for DrainConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BrokerConfig {
-    /// The Redis URL (`redis://[user][:password@]host[:port][/db]`); empty runs one node in memory. Default empty.
+    /// The Redis URL (`redis://[user][:password@]host[:port][/db]`, `rediss://` for TLS); empty runs one node
+    /// in memory. Default empty.
     pub redis_url: String,
+    /// Several Redis URLs instead of one: channels are spread over them by a consistent hash of their name.
+    /// Setting both this and `redis_url` is an error. Default empty.
+    pub redis_urls: Vec<String>,
+    /// A PEM file of the certificate authorities to trust for `rediss://` URLs, instead of the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     /// The key prefix, so several clusters can share one Redis. Default `ws`.
     pub prefix: String,
     /// This node's id in the cluster; empty picks a random one per process. Default empty.
@@ -355,10 +362,24 @@ pub struct BrokerConfig {
     pub idempotency_window_ms: u64,
 }
 
+impl BrokerConfig {
+    /// The Redis URLs, from `redis_url` or `redis_urls`; empty on a single node.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        if self.redis_url.is_empty() {
+            self.redis_urls.clone()
+        } else {
+            vec![self.redis_url.clone()]
+        }
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             redis_url: String::new(),
+            redis_urls: Vec::new(),
+            tls_ca_file: None,
             prefix: "ws".into(),
             node_id: String::new(),
             presence_lease_ms: 30_000,
@@ -512,11 +533,25 @@ impl Config {
         if broker.idempotency_window_ms == 0 {
             return invalid("broker.idempotency_window_ms", &0, "must be at least 1");
         }
-        if !broker.redis_url.is_empty() {
-            let url = &broker.redis_url;
+        if !broker.redis_url.is_empty() && !broker.redis_urls.is_empty() {
+            return invalid("broker.redis_urls", &"<hidden>", "set broker.redis_url or broker.redis_urls, not both");
+        }
+        let key = if broker.redis_urls.is_empty() { "broker.redis_url" } else { "broker.redis_urls" };
+        let urls = broker.urls();
+        for url in &urls {
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
-                return invalid("broker.redis_url", &"<hidden>", "a redis:// URL, or empty for a single node");
+                return invalid(key, &"<hidden>", "redis:// or rediss:// URLs, or none for a single node");
             }
+        }
+        if let Some(i) = urls.iter().enumerate().position(|(i, u)| urls[..i].contains(u)) {
+            return invalid(key, &format!("entry {}", i + 1), "each Redis listed once");
+        }
+        if let Some(ca) = &broker.tls_ca_file {
+            if !urls.iter().any(|u| u.starts_with("rediss://")) {
+                return invalid("broker.tls_ca_file", &ca.display(), "only with a rediss:// URL");
+            }
+        }
+        if !urls.is_empty() {
             if broker.prefix.is_empty() || broker.prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}') {
                 return invalid(
                     "broker.prefix",

@@ -96,6 +96,18 @@ fn labelled_counters(
     Ok(())
 }
 
+/// Writes a histogram read from a [`ws_core::DelayHistogram`].
+fn histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &ws_core::DelayHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    let (sum, count, buckets) = h.prometheus();
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+}
+
 impl Collector for LiveCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let hub = self.hub.stats();
@@ -125,6 +137,22 @@ impl Collector for LiveCollector {
         if let Some(broker) = &self.broker {
             let status = broker.status();
             gauge(&mut encoder, "ws_broker_up", "1 while every connection to Redis is up", u64::from(status.up))?;
+            let mut metric = encoder.encode_descriptor(
+                "ws_broker_instance_up",
+                "1 while every connection to this Redis server is up",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (url, up) in &status.instances {
+                let labels = [("redis", url.as_str())];
+                ConstGauge::new(i64::from(*up)).encode(metric.encode_family(&labels)?)?;
+            }
+            histogram(
+                &mut encoder,
+                "ws_broker_publish_seconds",
+                "From a publication reaching the broker to Redis's answer",
+                broker.publish_latency(),
+            )?;
             let stats = broker.stats();
             let dropped: Vec<(String, u64)> = stats.dropped.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
             labelled_counters(
@@ -150,15 +178,11 @@ impl Collector for LiveCollector {
             counter(&mut encoder, "ws_gaps_filled", "Offset gaps filled from the broker's history", hub.gaps_filled)?;
             counter(&mut encoder, "ws_gaps_flagged", "Gaps answered with insufficient_state", hub.gaps_flagged)?;
         }
-        let metric = encoder.encode_descriptor(
+        histogram(
+            &mut encoder,
             "ws_queue_delay_seconds",
             "Time from queueing a frame to writing it (first frame of each write batch)",
-            None,
-            MetricType::Histogram,
-        )?;
-        let (sum, count, buckets) = self.transport.queue_delay.prometheus();
-        let mut metric = metric;
-        metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
-        Ok(())
+            &self.transport.queue_delay,
+        )
     }
 }

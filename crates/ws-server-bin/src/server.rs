@@ -34,10 +34,8 @@ impl Server {
     /// # Errors
     /// When an address cannot be bound, or the JWT key or TLS files cannot be read.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let broker = match config.broker.redis_url.as_str() {
-            "" => None,
-            url => Some(Arc::new(redis_broker(url, &config.broker)?)),
-        };
+        let urls = config.broker.urls();
+        let broker = if urls.is_empty() { None } else { Some(Arc::new(redis_broker(urls, &config.broker)?)) };
         let mut hub_config = HubConfig::default()
             .namespaces(config.hub_namespaces())
             .max_channels_per_conn(config.limits.max_channels_per_conn)
@@ -158,8 +156,12 @@ impl Server {
 }
 
 /// The Redis broker the `[broker]` section describes.
-fn redis_broker(url: &str, config: &crate::config::BrokerConfig) -> anyhow::Result<ws_redis::RedisBroker> {
-    let mut redis = ws_redis::RedisConfig::new(url);
+fn redis_broker(urls: Vec<String>, config: &crate::config::BrokerConfig) -> anyhow::Result<ws_redis::RedisBroker> {
+    let mut redis = ws_redis::RedisConfig::sharded(urls);
+    if let Some(path) = &config.tls_ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("broker.tls_ca_file {}", path.display()))?;
+        redis.tls_root_cert = Some(pem);
+    }
     redis.prefix.clone_from(&config.prefix);
     redis.node_id = (!config.node_id.is_empty()).then(|| config.node_id.clone());
     redis.presence_lease = Duration::from_millis(config.presence_lease_ms);

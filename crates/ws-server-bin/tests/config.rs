@@ -101,8 +101,14 @@ fn unknown_keys_are_refused_with_their_name() {
 
 #[test]
 fn bad_values_name_the_key_the_value_and_what_is_allowed() {
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 8] = [
         ("[namespaces.chat]\nhistory_size = 10\n", &["namespaces.chat.history_ttl_ms", "history_size"]),
+        (
+            "[broker]\nredis_url = \"redis://a\"\nredis_urls = [\"redis://b\"]\n",
+            &["broker.redis_urls", "redis_url or broker.redis_urls, not both"],
+        ),
+        ("[broker]\nredis_urls = [\"redis://b\", \"redis://b\"]\n", &["broker.redis_urls", "entry 2", "once"]),
+        ("[broker]\nredis_url = \"redis://a\"\ntls_ca_file = \"ca.pem\"\n", &["broker.tls_ca_file", "rediss://"]),
         ("[limits]\nmax_message_bytes = 10\n", &["limits.max_message_bytes", "10", "125"]),
         ("[limits]\nmax_connections = \"many\"\n", &["max_connections", "many"]),
         ("[heartbeat]\ninterval_ms = 5000\npong_timeout_ms = 4000\n", &["heartbeat.pong_timeout_ms", "4000"]),

@@ -51,7 +51,8 @@ pub use clock::SystemClock;
 pub use config::{RateLimit, TransportConfig};
 pub use http::{json_error, HttpHandler};
 pub use serve::serve;
-pub use stats::{DelayHistogram, Rejection, TransportSnapshot, TransportStats};
+pub use stats::{Rejection, TransportSnapshot, TransportStats};
+pub use ws_core::DelayHistogram;
 
 /// The subprotocol the hub endpoint selects when a client offers it.
 pub const SUBPROTOCOL: &str = handshake::SUBPROTOCOL;

@@ -2,9 +2,9 @@
 //! whoever exports metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use parking_lot::Mutex;
+use ws_core::DelayHistogram;
 
 /// Why an upgrade was refused before the 101, for [`TransportStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,42 +32,6 @@ impl Rejection {
             Self::Origin => "origin",
             Self::Capacity => "capacity",
         }
-    }
-}
-
-/// Upper bounds of the queue-delay buckets, in seconds: 50 µs to about 3.3 s, doubling.
-const DELAY_BUCKETS: [f64; 17] = [
-    0.000_05, 0.000_1, 0.000_2, 0.000_4, 0.000_8, 0.001_6, 0.003_2, 0.006_4, 0.012_8, 0.025_6, 0.051_2, 0.102_4,
-    0.204_8, 0.409_6, 0.819_2, 1.638_4, 3.276_8,
-];
-
-/// A fixed-bucket histogram of durations, updated lock-free.
-#[derive(Debug, Default)]
-pub struct DelayHistogram {
-    counts: [AtomicU64; DELAY_BUCKETS.len() + 1],
-    sum_ns: AtomicU64,
-}
-
-impl DelayHistogram {
-    /// Records one duration.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let bucket = DELAY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DELAY_BUCKETS.len());
-        self.counts[bucket].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    /// Sum in seconds, count, and cumulative `(upper bound, count)` buckets ending with `+Inf`, as Prometheus
-    /// histograms are written.
-    #[must_use]
-    pub fn prometheus(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(self.counts.len());
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Relaxed);
-            buckets.push((DELAY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
-        }
-        (self.sum_ns.load(Relaxed) as f64 / 1e9, cumulative, buckets)
     }
 }
 
@@ -145,20 +109,6 @@ impl TransportStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = DelayHistogram::default();
-        h.observe(Duration::from_micros(10));
-        h.observe(Duration::from_micros(150));
-        h.observe(Duration::from_secs(10));
-        let (sum, count, buckets) = h.prometheus();
-        assert_eq!(count, 3);
-        assert!((sum - 10.000_16).abs() < 1e-9);
-        assert_eq!(buckets[0], (0.000_05, 1));
-        assert_eq!(buckets[2], (0.000_2, 2));
-        assert_eq!(*buckets.last().unwrap(), (f64::INFINITY, 3));
-    }
 
     #[test]
     fn close_codes_are_counted_sorted() {

@@ -23,12 +23,19 @@ pub fn free_port() -> u16 {
 /// A `redis-server` of this test's own.
 pub struct Redis {
     pub port: u16,
+    /// Extra `redis-server` arguments (TLS, users).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        let mut redis = Self { port: free_port(), child: None };
+        Self::start_with(&[])
+    }
+
+    /// A server with extra arguments; it still answers plain RESP on `port`, for the test's own commands.
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut redis = Self { port: free_port(), args: args.iter().map(|a| (*a).to_owned()).collect(), child: None };
         redis.spawn();
         redis
     }
@@ -36,6 +43,7 @@ impl Redis {
     pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -60,7 +68,7 @@ impl Redis {
 
     /// A Redis on a given port that may not be running yet.
     pub fn unstarted(port: u16) -> Self {
-        Self { port, child: None }
+        Self { port, args: Vec::new(), child: None }
     }
 
     /// Runs one command over RESP and returns the raw reply.
@@ -128,6 +136,11 @@ impl Node {
 
     /// A node listening on `listen` (a fixed port, to restart a node where it was).
     pub fn start_on(redis: &Redis, listen: SocketAddr) -> Self {
+        Self::start_with(&format!("redis_url = {:?}", redis.url()), listen)
+    }
+
+    /// A node whose `[broker]` section names its Redis with `redis` (TOML lines such as `redis_url = "..."`).
+    pub fn start_with(redis: &str, listen: SocketAddr) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "ws-cluster-test-{}-{}.toml",
@@ -150,12 +163,11 @@ presence = true
 join_leave = true
 
 [broker]
-redis_url = "{}"
+{redis}
 presence_lease_ms = 2000
 command_timeout_ms = 1500
 probe_interval_ms = 500
-"#,
-            redis.url()
+"#
         );
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ws-server"))
