@@ -25,6 +25,11 @@
 //!   of a node that died disappear within a lease.
 //! - **Control** (disconnects, user sends, broadcasts) and join/leave events travel as envelopes, applied
 //!   by the origin before sending and dropped when they come back to it.
+//! - **Several servers** ([`RedisConfig::sharded`]): each channel lives on one, chosen by a jump consistent
+//!   hash of its name, with its keys and its pub/sub; each server has its own command and pub/sub
+//!   connections and tasks, and [`ws_core::Broker::available_for`] answers per channel, so a server down
+//!   stops only its channels. Control goes to the first server that is up; every node listens on all.
+//! - **TLS**: `rediss://` URLs, over rustls, trusting the system's CAs or [`RedisConfig::tls_root_cert`].
 //!
 //! Keys, under a prefix (default `ws`) so several clusters can share one Redis; `{...}` is a hash tag that
 //! keeps a channel's keys together:
