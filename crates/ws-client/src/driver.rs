@@ -1,6 +1,6 @@
 //! The driver: the one task that owns the socket, reconnects, and keeps every subscription in step.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -39,10 +39,19 @@ struct Chan {
 
 /// A request waiting for its reply.
 enum Pending {
-    Subscribe { channel: String },
-    Request(oneshot::Sender<Result<Value, Error>>),
+    Subscribe {
+        channel: String,
+    },
+    /// A request; `retry` keeps the command of a keyed publish to send again after a reconnect.
+    Request {
+        reply: oneshot::Sender<Result<Value, Error>>,
+        retry: Option<Value>,
+    },
     Ignore,
 }
+
+/// A publication waiting in the outbox for a connection.
+type Queued = (Value, oneshot::Sender<Result<Value, Error>>);
 
 /// How a connection ended.
 struct End {
@@ -66,6 +75,8 @@ pub(crate) struct Driver {
     events: broadcast::Sender<Event>,
     channels: HashMap<String, Chan>,
     pending: HashMap<u64, (Pending, Instant)>,
+    /// Publications to send once connected, in order (only with an outbox).
+    outbox: VecDeque<Queued>,
     next_id: u64,
     rng: StdRng,
     token: Option<String>,
@@ -99,6 +110,7 @@ impl Driver {
             events,
             channels: HashMap::new(),
             pending: HashMap::new(),
+            outbox: VecDeque::new(),
             next_id: 0,
             rng: StdRng::from_os_rng(),
             token,
@@ -178,6 +190,9 @@ impl Driver {
     fn finish(mut self, reason: &str) {
         self.closing = true;
         self.lost();
+        for (_, reply) in self.outbox.drain(..) {
+            let _ = reply.send(Err(Error::Closed));
+        }
         for (_, chan) in self.channels.drain() {
             if let Some(w) = chan.waiter {
                 let _ = w.send(Err(Error::Closed));
@@ -197,11 +212,18 @@ impl Driver {
         });
     }
 
-    /// The connection is gone: outstanding requests fail, channels need a new `subscribed`.
+    /// The connection is gone: outstanding requests fail (keyed publishes go back to the front of the
+    /// outbox, in the order they were sent), channels need a new `subscribed`.
     fn lost(&mut self) {
-        for (_, (p, _)) in self.pending.drain() {
-            if let Pending::Request(reply) = p {
-                let _ = reply.send(Err(Error::NotConnected));
+        let mut pending: Vec<(u64, Pending)> = self.pending.drain().map(|(id, (p, _))| (id, p)).collect();
+        pending.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        for (_, p) in pending {
+            match p {
+                Pending::Request { reply, retry: Some(command) } if !self.closing => {
+                    self.outbox.push_front((command, reply));
+                }
+                Pending::Request { reply, .. } => drop(reply.send(Err(Error::NotConnected))),
+                Pending::Subscribe { .. } | Pending::Ignore => {}
             }
         }
         for chan in self.channels.values_mut() {
@@ -224,11 +246,39 @@ impl Driver {
                     }
                     Some(Op::Subscribe { channel, deliver, reply }) => self.add_channel(channel, deliver, reply),
                     Some(Op::Unsubscribe { channel }) => drop(self.channels.remove(&channel)),
-                    Some(Op::Request { reply, .. }) => drop(reply.send(Err(Error::NotConnected))),
+                    Some(Op::Request { command, reply, retry }) => self.hold(command, reply, retry),
                     Some(Op::Resync { .. }) => {}
                 },
             }
         }
+    }
+
+    /// A request made while disconnected: a publish waits in the outbox when there is room, anything
+    /// else fails at once.
+    fn hold(&mut self, command: Value, reply: oneshot::Sender<Result<Value, Error>>, retry: bool) {
+        if !retry {
+            let _ = reply.send(Err(Error::NotConnected));
+        } else if self.outbox.len() >= self.cfg.outbox {
+            let _ = reply.send(Err(Error::OutboxFull));
+        } else {
+            self.outbox.push_back((command, reply));
+        }
+    }
+
+    /// Sends a request and waits for its reply by id.
+    async fn request(
+        &mut self,
+        ws: &mut Socket,
+        mut command: Value,
+        reply: oneshot::Sender<Result<Value, Error>>,
+        retry: bool,
+    ) -> bool {
+        let id = self.next_id();
+        command["id"] = json!(id);
+        let sent = Self::send(ws, &command).await;
+        let retry = retry.then_some(command);
+        self.pending.insert(id, (Pending::Request { reply, retry }, Instant::now() + self.cfg.request_timeout));
+        sent
     }
 
     fn add_channel(
@@ -352,6 +402,11 @@ impl Driver {
                 return End { code: 1006, reason: "write failed".into(), reconnect_after: None, closing: false };
             }
         }
+        while let Some((command, reply)) = self.outbox.pop_front() {
+            if !self.request(&mut ws, command, reply, true).await {
+                return End { code: 1006, reason: "write failed".into(), reconnect_after: None, closing: false };
+            }
+        }
         let mut reconnect_after = None;
         let silence = tokio::time::sleep(silence_limit);
         tokio::pin!(silence);
@@ -415,7 +470,7 @@ impl Driver {
         for id in late {
             let Some((p, _)) = self.pending.remove(&id) else { continue };
             match p {
-                Pending::Request(reply) => drop(reply.send(Err(Error::Timeout))),
+                Pending::Request { reply, .. } => drop(reply.send(Err(Error::Timeout))),
                 Pending::Subscribe { channel } => {
                     if let Some(w) = self.channels.get_mut(&channel).and_then(|c| c.waiter.take()) {
                         let _ = w.send(Err(Error::Timeout));
@@ -442,12 +497,7 @@ impl Driver {
                 self.pending.insert(id, (Pending::Ignore, Instant::now() + self.cfg.request_timeout));
                 Self::send(ws, &json!({"type": "unsubscribe", "id": id, "channel": channel})).await
             }
-            Op::Request { mut command, reply } => {
-                let id = self.next_id();
-                command["id"] = json!(id);
-                self.pending.insert(id, (Pending::Request(reply), Instant::now() + self.cfg.request_timeout));
-                Self::send(ws, &command).await
-            }
+            Op::Request { command, reply, retry } => self.request(ws, command, reply, retry).await,
             Op::Resync { channel } => {
                 if self.channels.get(&channel).is_some_and(|c| !c.live && c.waiter.is_none()) {
                     // Dropped by the server (a notice, a failed resubscribe): subscribe again.
@@ -494,7 +544,7 @@ impl Driver {
             message: v["message"].as_str().unwrap_or("").to_owned(),
         });
         match pending {
-            Pending::Request(reply) => drop(reply.send(error.map_or(Ok(v), Err))),
+            Pending::Request { reply, .. } => drop(reply.send(error.map_or(Ok(v), Err))),
             Pending::Ignore => {}
             Pending::Subscribe { channel } => {
                 let Some(chan) = self.channels.get_mut(&channel) else { return true };

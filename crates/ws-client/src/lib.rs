@@ -20,7 +20,10 @@
 //!   `unsubscribed` notice with `resubscribe: true` after a small random delay.
 //! - **Bounded memory**: each subscription buffers at most `buffer` messages; an application that reads
 //!   too slowly gets a `Lagged` event and the channel is recovered from its last delivered offset.
-//! - **Publishing** while disconnected fails at once with [`Error::NotConnected`].
+//! - **Publishing** while disconnected fails at once with [`Error::NotConnected`], unless an outbox is
+//!   configured ([`ClientBuilder::outbox`]): then publications made while disconnected wait in it, in order,
+//!   and so do those whose connection dropped before their reply; all are sent after the reconnect with
+//!   their idempotency keys (one is made up for a publish without one), so none is lost or made twice.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ws_client::Error> {
@@ -149,6 +152,9 @@ pub enum Error {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// Disconnected, and the outbox holds as many publications as it may.
+    #[error("not connected, and the outbox is full")]
+    OutboxFull,
 }
 
 /// Builds a [`Client`].
@@ -162,6 +168,7 @@ pub struct ClientBuilder {
     pub(crate) request_timeout: Duration,
     pub(crate) buffer: usize,
     pub(crate) stable_after: Duration,
+    pub(crate) outbox: usize,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -200,6 +207,14 @@ impl ClientBuilder {
         self.request_timeout = timeout;
         self
     }
+    /// Keeps up to `capacity` publications while disconnected and sends them after the reconnect, in
+    /// order, each with its idempotency key (made up when the call gave none); publications whose
+    /// connection dropped before their reply are sent again the same way. Default 0: no outbox, and
+    /// publishing while disconnected fails at once with [`Error::NotConnected`].
+    pub fn outbox(mut self, capacity: usize) -> Self {
+        self.outbox = capacity;
+        self
+    }
     /// How many messages one subscription buffers before it is `Lagged` (default 1,024).
     pub fn buffer(mut self, messages: usize) -> Self {
         self.buffer = messages.max(1);
@@ -216,9 +231,10 @@ impl ClientBuilder {
         let (state_tx, state) = watch::channel(State::Connecting);
         let (events, _) = broadcast::channel(1024);
         let buffer = self.buffer;
+        let outbox = self.outbox > 0;
         let driver = driver::Driver::new(self, ops.clone(), ops_rx, state_tx, events.clone());
         tokio::spawn(driver.run());
-        Client { ops, state, events, buffer }
+        Client { ops, state, events, buffer, outbox }
     }
 }
 
@@ -235,6 +251,8 @@ pub(crate) enum Op {
     Request {
         command: Value,
         reply: oneshot::Sender<Result<Value, Error>>,
+        /// A keyed publish the outbox may hold and send again.
+        retry: bool,
     },
     /// Resubscribe a channel with `recover` (after a notice, a skip or a lag).
     Resync {
@@ -250,6 +268,13 @@ pub struct Client {
     state: watch::Receiver<State>,
     events: broadcast::Sender<Event>,
     buffer: usize,
+    /// Whether publications wait in an outbox while disconnected.
+    outbox: bool,
+}
+
+/// A fresh idempotency key: 16 random hex digits.
+fn made_up_key() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 impl std::fmt::Debug for Client {
@@ -270,6 +295,7 @@ impl Client {
             request_timeout: Duration::from_secs(10),
             buffer: 1024,
             stable_after: Duration::from_secs(5),
+            outbox: 0,
         }
     }
 
@@ -328,10 +354,16 @@ impl Client {
         let data = serde_json::to_value(data)
             .map_err(|e| Error::Server { code: "bad_request".into(), message: e.to_string() })?;
         let mut command = serde_json::json!({"type": "publish", "channel": channel, "data": data});
-        if let Some(key) = idempotency_key {
-            command["idempotency_key"] = key.into();
+        let retry = self.outbox;
+        match idempotency_key {
+            Some(key) => command["idempotency_key"] = key.into(),
+            // Sent again after a reconnect, a publication needs a key so it is not made twice.
+            None if retry => command["idempotency_key"] = made_up_key().into(),
+            None => {}
         }
-        let reply = self.request(command).await?;
+        let (reply, rx) = oneshot::channel();
+        self.ops.send(Op::Request { command, reply, retry }).map_err(|_| Error::Closed)?;
+        let reply = rx.await.map_err(|_| Error::Closed)??;
         Ok(reply["offset"].as_u64().unwrap_or(0))
     }
 
@@ -367,7 +399,7 @@ impl Client {
     /// As [`Client::publish`].
     pub async fn request(&self, command: Value) -> Result<Value, Error> {
         let (reply, rx) = oneshot::channel();
-        self.ops.send(Op::Request { command, reply }).map_err(|_| Error::Closed)?;
+        self.ops.send(Op::Request { command, reply, retry: false }).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 

@@ -335,3 +335,89 @@ async fn on_one_node_a_repeated_idempotency_key_publishes_once() {
     assert_eq!(client.publish_once("once", &2, Some("other")).await.unwrap(), 2);
     assert_eq!((sub.recv().await.unwrap().offset, sub.recv().await.unwrap().offset), (1, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_outbox_publications_ride_out_a_killed_node_and_are_made_once_each() {
+    const STREAM: u64 = 60;
+    const BURST: u64 = 20;
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    a.wait_ready(true).await;
+    b.wait_ready(true).await;
+    let a_addr = a.addr;
+    let subscriber = Client::builder(format!("ws://{}/ws", b.addr)).backoff(quick()).connect();
+    let mut sub = subscriber.subscribe("orders").await.unwrap();
+    let publisher = Client::builder(format!("ws://{a_addr}/ws")).backoff(quick()).outbox(100).connect();
+    let mut events = publisher.events();
+    publisher.wait_for(State::Connected).await;
+
+    // One stream of publications, one at a time, through A the whole while.
+    let stream = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..STREAM {
+                offsets.push((i, publisher.publish("orders", &i).await.expect("the outbox never gives up")));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            offsets
+        })
+    };
+    let mut seen = Vec::new();
+    while seen.len() < 15 {
+        seen.push(sub.recv().await.unwrap());
+    }
+    a.kill();
+    event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    // While A is down, a burst more: they wait in the outbox.
+    let burst: Vec<_> = (1000..1000 + BURST)
+        .map(|i| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { (i, publisher.publish("orders", &i).await.expect("held, then sent")) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = Node::start_on(&redis, a_addr);
+    let mut published = stream.await.unwrap();
+    for b in burst {
+        published.push(b.await.unwrap());
+    }
+    while seen.len() < published.len() {
+        seen.push(tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.expect("every publication").unwrap());
+    }
+    // Nothing more comes: no publication was made twice.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), sub.recv()).await.is_err(),
+        "a publication was made twice"
+    );
+    let mut got: Vec<(u64, u64)> = seen.iter().map(|m| (m.data.as_u64().unwrap(), m.offset)).collect();
+    got.sort_unstable();
+    published.sort_unstable();
+    assert_eq!(got, published, "each publication once, at the offset its publish call answered");
+    let offsets: Vec<u64> = seen.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (1..=STREAM + BURST).collect::<Vec<_>>());
+    // The stream kept its order across the outage.
+    let stream_order: Vec<u64> = seen.iter().filter_map(|m| m.data.as_u64().filter(|v| *v < 1000)).collect();
+    assert_eq!(stream_order, (0..STREAM).collect::<Vec<_>>());
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_outbox_publishing_while_disconnected_fails_at_once_and_a_full_outbox_says_so() {
+    let port = common::cluster::free_port();
+    let nowhere = format!("ws://127.0.0.1:{port}/ws");
+    let plain = Client::builder(&nowhere).backoff(quick()).connect();
+    assert_eq!(plain.publish("x", &1).await, Err(ws_client::Error::NotConnected));
+    let small = Client::builder(&nowhere).backoff(quick()).outbox(2).connect();
+    let (first, second) = (small.clone(), small.clone());
+    let held = [
+        tokio::spawn(async move { first.publish("x", &1).await }),
+        tokio::spawn(async move { second.publish("x", &2).await }),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(small.publish("x", &3).await, Err(ws_client::Error::OutboxFull));
+    small.close().await;
+    for h in held {
+        assert_eq!(h.await.unwrap(), Err(ws_client::Error::Closed), "held publications fail when the client closes");
+    }
+}
