@@ -34,6 +34,6 @@ pub use config::{
 };
 pub use logging::init as init_logging;
 pub use metrics::Metrics;
-pub use routes::{Readiness, Routes, DEMO_PAGE};
+pub use routes::{Readiness, Routes, CLIENT_MODULE, DEMO_PAGE};
 pub use server::Server;
 pub use tls::server_config as tls_server_config;

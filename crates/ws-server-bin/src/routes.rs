@@ -1,4 +1,4 @@
-//! `Routes`: the HTTP routes `ws-server` adds to the transport's: demo page, `/readyz`, `/metrics` and the API.
+//! `Routes`: the routes `ws-server` adds to the transport's: demo page, `/ws-hub.js`, `/readyz`, `/metrics` and the API.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 
 /// The demo page: connect, subscribe, publish, and a message log.
 pub const DEMO_PAGE: &str = include_str!("../assets/demo.html");
+
+/// The browser client module the demo page imports, served at `/ws-hub.js`.
+pub const CLIENT_MODULE: &str = include_str!("../assets/ws-hub.js");
 
 /// Whether the server accepts new work; `/readyz` answers 503 once draining starts, and while the cluster
 /// broker is down.
@@ -156,9 +159,18 @@ impl HttpHandler for Routes {
                 None => json_error(StatusCode::NOT_FOUND, "not_found", "the HTTP API is off: configure api.keys"),
             };
         }
-        if path == "/" && self.demo && request.method() == Method::GET {
-            let mut response = text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE);
+        let asset = match path.as_str() {
+            "/" => Some(("text/html; charset=utf-8", DEMO_PAGE)),
+            "/ws-hub.js" => Some(("text/javascript; charset=utf-8", CLIENT_MODULE)),
+            _ => None,
+        };
+        if let Some((content_type, body)) = asset.filter(|_| self.demo && request.method() == Method::GET) {
+            let mut response = text(StatusCode::OK, content_type, body);
             response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if path == "/ws-hub.js" {
+                // Module scripts load with CORS: pages of other origins may import it.
+                response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            }
             return response;
         }
         json_error(StatusCode::NOT_FOUND, "not_found", &format!("no route for {path}"))
