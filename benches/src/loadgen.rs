@@ -19,9 +19,15 @@ struct Cli {
     /// The scenario to run.
     #[arg(long, value_enum)]
     scenario: ScenarioName,
-    /// The server's address.
+    /// The server's address (for `redis-publish`, the Redis server's).
     #[arg(long)]
     addr: SocketAddr,
+    /// Where publishers connect, when not to `--addr`: another node of the cluster (channels, broadcast).
+    #[arg(long)]
+    publish_addr: Option<SocketAddr>,
+    /// Report the results under this scenario name instead of the one run (the cluster cases).
+    #[arg(long)]
+    report_as: Option<String>,
     /// `hub`, `ref` or `bun`: which server this is (the hub speaks the full protocol on its echo path).
     #[arg(long)]
     target: String,
@@ -90,6 +96,8 @@ enum ScenarioName {
     Idle,
     Channels,
     Churn,
+    /// Redis alone: pipelined PUBLISH with subscribers, the cluster scenario's ceiling.
+    RedisPublish,
 }
 
 /// Runs the load generator with the process's arguments.
@@ -115,6 +123,7 @@ pub fn main() -> ExitCode {
 struct Run {
     target: Target,
     scenario: Scenario,
+    report_as: Option<String>,
 }
 
 #[derive(Debug)]
@@ -125,6 +134,7 @@ enum Scenario {
     Idle { conns: usize, settle: Duration },
     Channels { channels: usize, subscribers: usize, publishers: usize, size: usize, in_flight: u64 },
     Churn(Churn),
+    RedisPublish { channels: usize, publishers: usize, size: usize, in_flight: u64 },
 }
 
 fn secs(s: f64) -> Duration {
@@ -136,6 +146,7 @@ impl From<Cli> for Run {
         let default_echo = if cli.target == "hub" { "/ws" } else { "/echo" };
         let target = Target {
             addr: cli.addr,
+            publish_addr: cli.publish_addr,
             pid: (cli.server_pid != 0).then_some(cli.server_pid),
             ws_path: cli.ws_path,
             echo_path: cli.echo_path.unwrap_or_else(|| default_echo.to_owned()),
@@ -171,15 +182,21 @@ impl From<Cli> for Run {
                 step: secs(cli.step_secs),
                 waves: cli.waves,
             }),
+            ScenarioName::RedisPublish => Scenario::RedisPublish {
+                channels: cli.channels.max(1),
+                publishers: cli.publishers.max(1),
+                size: size.unwrap_or(128),
+                in_flight: cli.in_flight.max(4),
+            },
         };
-        Run { target, scenario }
+        Run { target, scenario, report_as: cli.report_as }
     }
 }
 
 impl Run {
     async fn execute(self) -> Vec<CaseResult> {
         let target = Rc::new(self.target);
-        match self.scenario {
+        let mut results = match self.scenario {
             Scenario::Echo { conns, size } => vec![scenario::echo::run(target, conns, size).await],
             Scenario::Room { conns, size } => vec![scenario::room::run(target, conns, size).await],
             Scenario::Broadcast { conns, rates, size } => scenario::broadcast::run(target, conns, &rates, size).await,
@@ -188,6 +205,16 @@ impl Run {
                 vec![scenario::channels::run(target, channels, subscribers, publishers, size, in_flight).await]
             }
             Scenario::Churn(churn) => vec![scenario::churn::run(target, &churn).await],
+            Scenario::RedisPublish { channels, publishers, size, in_flight } => {
+                let name = self.report_as.as_deref().unwrap_or("redis_publish");
+                vec![scenario::redis::run(target, name, channels, publishers, size, in_flight).await]
+            }
+        };
+        if let Some(name) = self.report_as {
+            for r in &mut results {
+                r.scenario.clone_from(&name);
+            }
         }
+        results
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod channels;
 pub(crate) mod churn;
 pub(crate) mod echo;
 pub(crate) mod idle;
+pub(crate) mod redis;
 pub(crate) mod room;
 
 use std::cell::{Cell, RefCell};
@@ -29,6 +30,8 @@ pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Target {
     /// The server's address.
     pub(crate) addr: SocketAddr,
+    /// Where publishers connect, when not to `addr`: another node of a cluster.
+    pub(crate) publish_addr: Option<SocketAddr>,
     /// `hub`, `ref` or `bun`: a label for the report, and `hub` turns the `offset` checks on.
     pub(crate) name: String,
     /// The server's pid, for its CPU, memory and descriptors; `None` measures nothing on the server side.
@@ -56,8 +59,23 @@ impl Target {
     /// Opens a connection on `path` and waits for the welcome (on the hub-protocol path) and one `subscribed`
     /// reply per channel in `subscribe`.
     pub(crate) async fn open(&self, path: &str, buf: usize, subscribe: &[String]) -> Result<WsConn, ClientError> {
+        self.open_at(self.addr, path, buf, subscribe).await
+    }
+
+    /// Opens a publishing connection: on `publish_addr` when there is one, else as [`Target::open`] does.
+    pub(crate) async fn open_publisher(&self, path: &str, buf: usize) -> Result<WsConn, ClientError> {
+        self.open_at(self.publish_addr.unwrap_or(self.addr), path, buf, &[]).await
+    }
+
+    async fn open_at(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        buf: usize,
+        subscribe: &[String],
+    ) -> Result<WsConn, ClientError> {
         let setup = async {
-            let mut conn = client::connect(self.addr, self.sources.next(), path, buf).await?;
+            let mut conn = client::connect(addr, self.sources.next(), path, buf).await?;
             if path == self.ws_path {
                 conn.expect(b"\"type\":\"welcome\"", 1, SETUP_TIMEOUT).await?;
             }

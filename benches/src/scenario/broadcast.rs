@@ -68,7 +68,7 @@ pub(crate) async fn run(target: Rc<Target>, n: usize, rates: &[u32], size: usize
     })
     .await;
     let mut results = Vec::new();
-    let publisher = match target.open(&target.ws_path, 4096, &[]).await {
+    let publisher = match target.open_publisher(&target.ws_path, 4096).await {
         Ok(conn) => Some(conn),
         Err(e) => {
             stats.error(format!("publisher: {e}"));

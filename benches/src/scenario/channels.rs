@@ -19,19 +19,19 @@ const BATCH: usize = 64;
 /// The publishers' flow control: deliveries in flight stay under a limit, so that the run measures throughput
 /// rather than how fast queues grow.
 #[derive(Debug)]
-struct Credit {
-    in_flight_limit: u64,
-    waiting: Cell<bool>,
-    wake: Notify,
+pub(crate) struct Credit {
+    pub(crate) in_flight_limit: u64,
+    pub(crate) waiting: Cell<bool>,
+    pub(crate) wake: Notify,
 }
 
 impl Credit {
-    fn in_flight(stats: &Stats) -> u64 {
+    pub(crate) fn in_flight(stats: &Stats) -> u64 {
         stats.expected.get().saturating_sub(stats.delivered.get())
     }
 
     /// Called by subscribers after each read: wakes blocked publishers once half the window is free.
-    fn delivered(&self, stats: &Stats) {
+    pub(crate) fn delivered(&self, stats: &Stats) {
         if self.waiting.get() && Self::in_flight(stats) <= self.in_flight_limit / 2 {
             self.waiting.set(false);
             self.wake.notify_waiters();
@@ -85,7 +85,7 @@ pub(crate) async fn run(
     .await;
     let mut pubs = Vec::new();
     for p in 0..publishers {
-        match target.open(&path, 4096, &[]).await {
+        match target.open_publisher(&path, 4096).await {
             Ok(conn) => pubs.push(conn),
             Err(e) => stats.error(format!("publisher {p}: {e}")),
         }

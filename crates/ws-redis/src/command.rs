@@ -18,7 +18,7 @@ use crate::scripts;
 use crate::{random_epoch, Backoff, Shared};
 
 /// The most requests one pipeline carries.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 4096;
 
 /// A request for the command task.
 pub(crate) enum Cmd {
@@ -88,7 +88,8 @@ struct Scripts {
 
 /// What to do with one reply of a pipeline.
 enum Pending {
-    Publish(Done<u64>, Instant),
+    /// One script call's publications, in order: who waits for each offset, and since when.
+    Publish(Vec<(Done<u64>, Instant)>),
     Read(HistoryRequest, Done<HistoryReply>),
     Position(ChannelName),
     Presence(Done<Vec<ClientInfo>>),
@@ -247,8 +248,11 @@ async fn execute(
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut pending = Vec::with_capacity(batch.len());
-    for cmd in batch {
-        add(shared, scripts, &mut pipe, &mut pending, cmd);
+    for item in group(batch) {
+        match item {
+            Item::Publish(group) => publish(shared, scripts, &mut pipe, &mut pending, group),
+            Item::Other(cmd) => add(shared, scripts, &mut pipe, &mut pending, cmd),
+        }
     }
     let replies: Result<Result<Vec<Value>, redis::RedisError>, _> =
         tokio::time::timeout(shared.command_timeout(), pipe.query_async(conn)).await;
@@ -275,9 +279,12 @@ async fn execute(
             continue;
         }
         match p {
-            Pending::Publish(done, since) => {
-                shared.publish_latency.observe(since.elapsed());
-                done(parse_publish(&reply).ok_or_else(|| bad_reply("publish")));
+            Pending::Publish(waiting) => {
+                let offsets = parse_publish(&reply).filter(|o| o.len() == waiting.len());
+                for (i, (done, since)) in waiting.into_iter().enumerate() {
+                    shared.publish_latency.observe(since.elapsed());
+                    done(offsets.as_ref().map(|o| o[i]).ok_or_else(|| bad_reply("publish")));
+                }
             }
             Pending::Read(request, done) => {
                 done(parse_read(&request.channel, &reply).ok_or_else(|| bad_reply("history")));
@@ -308,7 +315,11 @@ fn bad_reply(what: &str) -> BrokerError {
 fn fail_pending(shared: &Shared, p: Pending, publish_error: &BrokerError, reason: &str) {
     let read_error = BrokerError::Unavailable(if reason.is_empty() { "redis error".into() } else { reason.into() });
     match p {
-        Pending::Publish(done, _) => done(Err(publish_error.clone())),
+        Pending::Publish(waiting) => {
+            for (done, _) in waiting {
+                done(Err(publish_error.clone()));
+            }
+        }
         Pending::Read(_, done) => done(Err(read_error)),
         Pending::Presence(done) => done(Err(read_error)),
         Pending::Position(channel) => position_failed(shared, channel, read_error),
@@ -316,32 +327,82 @@ fn fail_pending(shared: &Shared, p: Pending, publish_error: &BrokerError, reason
     }
 }
 
-fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: &mut Vec<Pending>, cmd: Cmd) {
-    let meta_ttl = shared.config.meta_ttl.as_secs().max(1);
-    match cmd {
-        Cmd::Publish(request, done, since) => {
-            let event = request.event.as_deref().map_or_else(|| "null".to_owned(), envelope::json_string);
-            let (idem_key, window) = match &request.idempotency_key {
-                Some(key) => (shared.idempotency_key(&request.channel, key), request.idempotency_window_ms.max(1)),
-                None => (shared.idempotency_key(&request.channel, ""), 0),
-            };
-            pipe.cmd("EVALSHA")
-                .arg(scripts.publish.get_hash())
-                .arg(3)
-                .arg(shared.meta_key(&request.channel))
-                .arg(shared.stream_key(&request.channel))
-                .arg(idem_key)
-                .arg(random_epoch())
-                .arg(request.history_size)
-                .arg(request.history_ttl_ms)
-                .arg(meta_ttl)
-                .arg(shared.channel_key(&request.channel))
-                .arg(envelope::publication_head(&shared.node))
-                .arg(event)
-                .arg(request.data.as_bytes())
-                .arg(window);
-            pending.push(Pending::Publish(done, since));
+/// A publication with who waits for its offset and since when.
+type Queued = (PublishRequest, Done<u64>, Instant);
+
+/// A pipeline's unit: the publications of one channel that queued up together, or any other request.
+enum Item {
+    Publish(Vec<Queued>),
+    Other(Cmd),
+}
+
+/// Groups each run of publications (those between two other requests) by channel, keeping their order, so
+/// each channel's run is one script call. Other requests stay where they were: a read after a publish still
+/// sees it.
+fn group(batch: Vec<Cmd>) -> Vec<Item> {
+    let mut items = Vec::with_capacity(batch.len());
+    let mut run: HashMap<ChannelName, usize> = HashMap::new();
+    for cmd in batch {
+        match cmd {
+            Cmd::Publish(request, done, since) => match run.get(&request.channel) {
+                Some(&i) => {
+                    if let Item::Publish(group) = &mut items[i] {
+                        group.push((request, done, since));
+                    }
+                }
+                None => {
+                    run.insert(request.channel.clone(), items.len());
+                    items.push(Item::Publish(vec![(request, done, since)]));
+                }
+            },
+            other => {
+                run.clear();
+                items.push(Item::Other(other));
+            }
         }
+    }
+    items
+}
+
+/// One script call for publications of one channel, in order.
+fn publish(
+    shared: &Shared,
+    scripts: &Scripts,
+    pipe: &mut redis::Pipeline,
+    pending: &mut Vec<Pending>,
+    group: Vec<Queued>,
+) {
+    let Some((first, ..)) = group.first() else { return };
+    let channel = first.channel.clone();
+    let meta_ttl = shared.config.meta_ttl.as_secs().max(1);
+    let cmd = pipe.cmd("EVALSHA");
+    cmd.arg(scripts.publish.get_hash())
+        .arg(2 + group.len())
+        .arg(shared.meta_key(&channel))
+        .arg(shared.stream_key(&channel));
+    for (request, ..) in &group {
+        cmd.arg(shared.idempotency_key(&channel, request.idempotency_key.as_deref().unwrap_or("")));
+    }
+    cmd.arg(random_epoch())
+        .arg(first.history_size)
+        .arg(first.history_ttl_ms)
+        .arg(meta_ttl)
+        .arg(shared.channel_key(&channel))
+        .arg(envelope::publication_head(&shared.node))
+        .arg(envelope::batch_head(&shared.node));
+    let mut waiting = Vec::with_capacity(group.len());
+    for (request, done, since) in group {
+        let event = request.event.as_deref().map_or_else(|| "null".to_owned(), envelope::json_string);
+        let window = if request.idempotency_key.is_some() { request.idempotency_window_ms.max(1) } else { 0 };
+        cmd.arg(event).arg(request.data.as_bytes()).arg(window);
+        waiting.push((done, since));
+    }
+    pending.push(Pending::Publish(waiting));
+}
+
+fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: &mut Vec<Pending>, cmd: Cmd) {
+    match cmd {
+        Cmd::Publish(request, done, since) => publish(shared, scripts, pipe, pending, vec![(request, done, since)]),
         Cmd::Read(request, done) => {
             read(shared, scripts, pipe, &request.channel, request.since.as_ref(), request.limit);
             pending.push(Pending::Read(request, done));
@@ -421,9 +482,10 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
-fn parse_publish(v: &Value) -> Option<u64> {
+/// The offsets of a publish script's reply, after its epoch.
+fn parse_publish(v: &Value) -> Option<Vec<u64>> {
     let Value::Array(items) = v else { return None };
-    as_u64(items.get(1)?)
+    items.get(1..)?.iter().map(as_u64).collect()
 }
 
 fn parse_read(channel: &ChannelName, v: &Value) -> Option<HistoryReply> {

@@ -3,6 +3,8 @@
 //! Every envelope is one JSON object with a format version `v`, a kind `k` and the origin node id `o`:
 //! - `p`, a publication, written by the publish script so that its epoch `e` and offset `n` are the ones
 //!   Redis assigned: `{"v":1,"k":"p","o":node,"e":epoch,"n":offset,"ev":event-or-null,"d":data}`;
+//! - `b`, several publications of one channel that one script call made, at consecutive offsets from `n`:
+//!   `{"v":1,"k":"b","o":node,"e":epoch,"n":first-offset,"ps":[{"ev":event-or-null,"d":data},...]}`;
 //! - `j` / `l`, a subscriber joined or left a channel on the origin: `{"v":1,"k":"j","o":node,"c":client}`;
 //! - `c`, a control command for every node: `{"v":1,"k":"c","o":node,"c":command}`.
 //!
@@ -26,8 +28,16 @@ pub(crate) const MAX_ENVELOPE: usize = 16 * 1024 * 1024;
 /// A decoded envelope.
 #[derive(Debug)]
 pub(crate) enum Envelope {
-    Publication { epoch: String, offset: u64, event: Option<String>, data: Json },
-    JoinLeave { joined: bool, client: ClientInfo },
+    /// Publications at consecutive offsets from `offset`: their events and data.
+    Publications {
+        epoch: String,
+        offset: u64,
+        items: Vec<(Option<String>, Json)>,
+    },
+    JoinLeave {
+        joined: bool,
+        client: ClientInfo,
+    },
     Control(Control),
 }
 
@@ -72,6 +82,23 @@ struct Raw<'a> {
     d: Option<&'a RawValue>,
     #[serde(borrow, default)]
     c: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ps: Option<Vec<Part<'a>>>,
+}
+
+/// One publication of a `b` envelope.
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(default)]
+    ev: Option<String>,
+    #[serde(borrow)]
+    d: &'a RawValue,
+}
+
+/// Data that reached Redis was validated by its origin; parsing it again keeps a forged envelope from
+/// putting invalid JSON in front of clients.
+fn data(d: &RawValue) -> Result<Json, Dropped> {
+    Json::parse(Bytes::copy_from_slice(d.get().as_bytes())).map_err(|_| Dropped::Malformed)
 }
 
 /// A control command as it travels.
@@ -97,10 +124,15 @@ pub(crate) fn decode(payload: &[u8], node: &str) -> Result<Envelope, Dropped> {
     match raw.k {
         "p" => {
             let (Some(epoch), Some(offset), Some(d)) = (raw.e, raw.n, raw.d) else { return Err(Dropped::Malformed) };
-            // Data that reached Redis was validated by its origin; parsing again keeps a forged envelope from
-            // putting invalid JSON in front of clients.
-            let data = Json::parse(Bytes::copy_from_slice(d.get().as_bytes())).map_err(|_| Dropped::Malformed)?;
-            Ok(Envelope::Publication { epoch, offset, event: raw.ev, data })
+            Ok(Envelope::Publications { epoch, offset, items: vec![(raw.ev, data(d)?)] })
+        }
+        "b" => {
+            let (Some(epoch), Some(offset), Some(ps)) = (raw.e, raw.n, raw.ps) else { return Err(Dropped::Malformed) };
+            if ps.is_empty() {
+                return Err(Dropped::Malformed);
+            }
+            let items = ps.into_iter().map(|p| Ok((p.ev, data(p.d)?))).collect::<Result<_, Dropped>>()?;
+            Ok(Envelope::Publications { epoch, offset, items })
         }
         "j" | "l" => {
             if raw.o == node {
@@ -137,6 +169,11 @@ pub(crate) fn decode(payload: &[u8], node: &str) -> Result<Envelope, Dropped> {
 /// The start of a publication envelope, up to the fields the publish script appends.
 pub(crate) fn publication_head(node: &str) -> String {
     format!(r#"{{"v":{VERSION},"k":"p","o":{}"#, json_string(node))
+}
+
+/// The start of a batch envelope, up to the fields the publish script appends.
+pub(crate) fn batch_head(node: &str) -> String {
+    format!(r#"{{"v":{VERSION},"k":"b","o":{}"#, json_string(node))
 }
 
 /// A join or leave envelope.
@@ -184,12 +221,27 @@ mod tests {
         let head = publication_head("a");
         let p = format!(r#"{head},"e":"abc","n":7,"ev":null,"d":{{"x":[1,2]}}}}"#);
         match decode(p.as_bytes(), "b").unwrap() {
-            Envelope::Publication { epoch, offset, event, data } => {
-                assert_eq!((epoch.as_str(), offset, event, data.as_str()), ("abc", 7, None, r#"{"x":[1,2]}"#));
+            Envelope::Publications { epoch, offset, items } => {
+                assert_eq!((epoch.as_str(), offset, items.len()), ("abc", 7, 1));
+                assert_eq!((items[0].0.as_deref(), items[0].1.as_str()), (None, r#"{"x":[1,2]}"#));
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode(p.as_bytes(), "a"), Ok(Envelope::Publication { .. })), "publications are not echoes");
+        assert!(matches!(decode(p.as_bytes(), "a"), Ok(Envelope::Publications { .. })), "publications are not echoes");
+        let b = format!(r#"{},"e":"abc","n":3,"ps":[{{"ev":null,"d":1}},{{"ev":"t","d":"x"}}]}}"#, batch_head("a"));
+        match decode(b.as_bytes(), "a").unwrap() {
+            Envelope::Publications { offset, items, .. } => {
+                assert_eq!(offset, 3);
+                let items: Vec<(Option<&str>, &str)> = items.iter().map(|(e, d)| (e.as_deref(), d.as_str())).collect();
+                assert_eq!(items, [(None, "1"), (Some("t"), "\"x\"")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decode(br#"{"v":1,"k":"b","o":"a","e":"x","n":1,"ps":[]}"#, "b").unwrap_err(), Dropped::Malformed);
+        assert_eq!(
+            decode(br#"{"v":1,"k":"b","o":"a","e":"x","n":1,"ps":[{"ev":null,"d":}]}"#, "b").unwrap_err(),
+            Dropped::Malformed
+        );
 
         let client = ClientInfo { conn_id: "0000000000000001".into(), user_id: Some("u".into()) };
         let j = join_leave("a", true, &client);

@@ -218,8 +218,10 @@ fn handle(shared: &Shared, msg: &redis::Msg) {
         return;
     };
     match envelope {
-        Envelope::Publication { epoch, offset, event, data } => {
-            hub.broker_publication(&epoch, Publication { channel, offset, event, data });
+        Envelope::Publications { epoch, offset, items } => {
+            for (offset, (event, data)) in (offset..).zip(items) {
+                hub.broker_publication(&epoch, Publication { channel: channel.clone(), offset, event, data });
+            }
         }
         Envelope::JoinLeave { joined, client } => hub.broker_join_leave(&channel, client, joined),
         Envelope::Control(_) => shared.count_dropped(envelope::Dropped::Malformed),

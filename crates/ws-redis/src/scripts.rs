@@ -1,13 +1,19 @@
 //! The Lua scripts that make each channel operation one atomic step in Redis.
 
-/// Numbers, stores and publishes one publication.
+/// Numbers, stores and publishes the publications of one channel that queued up together, in order.
 ///
-/// KEYS: meta hash, history stream, idempotency key. ARGV: 1 a fresh epoch (kept only when the channel has
-/// none), 2 history size (0: no stream), 3 history TTL in ms (0: the meta TTL), 4 meta TTL in s, 5 pub/sub
-/// channel, 6 envelope head, 7 event as JSON (`null` or a string), 8 data, 9 idempotency window in ms
-/// (0: no key). Returns `{epoch, offset}`.
+/// KEYS: 1 meta hash, 2 history stream, then `2 + i` the idempotency key of publication `i` (a dummy when it
+/// has none). ARGV: 1 a fresh epoch (kept only when the channel has none), 2 history size (0: no stream),
+/// 3 history TTL in ms (0: the meta TTL), 4 meta TTL in s, 5 pub/sub channel, 6 the head of a one-publication
+/// envelope, 7 the head of a batch envelope; then for each publication `i` from 1, at `5 + 3i` its event as
+/// JSON (`null` or a string), at `6 + 3i` its data, at `7 + 3i` its idempotency window in ms (0: no key).
+/// Returns `{epoch, offset_1, ..., offset_n}`.
 ///
-/// With a key, a repeat within the window publishes nothing and returns the first offset: the check, the
+/// One call for several publications pays the fixed costs once: one read of the position, one write of the
+/// new offset, one TTL refresh, and one PUBLISH of one envelope that carries them all (consecutive offsets
+/// from `n`); per publication there is only its stream entry.
+///
+/// With a key, a repeat within the window publishes nothing and answers the first offset: the check, the
 /// publish and the record are one step, so a publish whose reply was lost can be retried safely.
 ///
 /// The epoch is created only when the meta hash is missing, so it changes exactly when the channel's
@@ -15,37 +21,57 @@
 /// stream is left belongs to the lost epoch and is deleted before the first entry of the new one. The entry
 /// id is the offset, so a read by offset needs no index.
 pub(crate) const PUBLISH: &str = r#"
-if ARGV[9] ~= '0' then
-  local first = redis.call('get', KEYS[3])
-  if first then
-    return {redis.call('hget', KEYS[1], 'e') or ARGV[1], tonumber(first)}
-  end
-end
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[1]
   redis.call('hset', KEYS[1], 'e', epoch)
 end
-local offset = redis.call('hincrby', KEYS[1], 'o', 1)
-redis.call('expire', KEYS[1], ARGV[4])
+local start = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
+local offset = start
 local size = tonumber(ARGV[2])
-if size > 0 then
-  if offset == 1 then
-    redis.call('del', KEYS[2])
+local out = {epoch}
+local parts = {}
+for i = 1, (#ARGV - 7) / 3 do
+  local ev, data, window = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  local first = false
+  if window ~= '0' then
+    first = redis.call('get', KEYS[2 + i])
   end
-  redis.call('xadd', KEYS[2], 'MAXLEN', size, offset, 'd', ARGV[8], 'ev', ARGV[7])
-  local ttl = tonumber(ARGV[3])
-  if ttl > 0 then
-    redis.call('pexpire', KEYS[2], ttl)
+  if first then
+    out[#out + 1] = tonumber(first)
   else
-    redis.call('expire', KEYS[2], ARGV[4])
+    offset = offset + 1
+    if size > 0 then
+      if offset == 1 then
+        redis.call('del', KEYS[2])
+      end
+      redis.call('xadd', KEYS[2], 'MAXLEN', size, offset, 'd', data, 'ev', ev)
+    end
+    parts[#parts + 1] = '{"ev":' .. ev .. ',"d":' .. data .. '}'
+    if window ~= '0' then
+      redis.call('set', KEYS[2 + i], offset, 'PX', window)
+    end
+    out[#out + 1] = offset
   end
 end
-redis.call('publish', ARGV[5], ARGV[6] .. ',"e":"' .. epoch .. '","n":' .. offset .. ',"ev":' .. ARGV[7] .. ',"d":' .. ARGV[8] .. '}')
-if ARGV[9] ~= '0' then
-  redis.call('set', KEYS[3], offset, 'PX', ARGV[9])
+if #parts == 1 then
+  redis.call('publish', ARGV[5], ARGV[6] .. ',"e":"' .. epoch .. '","n":' .. offset .. ',' .. string.sub(parts[1], 2))
+elseif #parts > 1 then
+  redis.call('publish', ARGV[5], ARGV[7] .. ',"e":"' .. epoch .. '","n":' .. (start + 1) .. ',"ps":[' .. table.concat(parts, ',') .. ']}')
 end
-return {epoch, offset}
+if offset > start then
+  redis.call('hset', KEYS[1], 'o', offset)
+  if size > 0 then
+    local ttl = tonumber(ARGV[3])
+    if ttl > 0 then
+      redis.call('pexpire', KEYS[2], ttl)
+    else
+      redis.call('expire', KEYS[2], ARGV[4])
+    end
+  end
+end
+redis.call('expire', KEYS[1], ARGV[4])
+return out
 "#;
 
 /// Reads a channel's position and, with a limit, its newest entries after a position.
