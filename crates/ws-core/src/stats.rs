@@ -179,17 +179,18 @@ impl DelayHistogram {
         self.sum_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
-    /// Sum in seconds, count, and cumulative `(upper bound, count)` buckets ending with `+Inf`, as Prometheus
-    /// histograms are written.
+    /// Sum in seconds, count, and each bucket's own `(upper bound, count)`, the last bound `f64::MAX` for `+Inf`: what
+    /// `prometheus_client`'s histogram encoder takes (it writes the cumulative counts itself).
     #[must_use]
     pub fn prometheus(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(self.counts.len());
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Relaxed);
-            buckets.push((DELAY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
-        }
-        (self.sum_ns.load(Relaxed) as f64 / 1e9, cumulative, buckets)
+        let buckets: Vec<(f64, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, count)| (DELAY_BUCKETS.get(i).copied().unwrap_or(f64::MAX), count.load(Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        (self.sum_ns.load(Relaxed) as f64 / 1e9, count, buckets)
     }
 }
 
@@ -198,7 +199,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn histogram_buckets_count_their_own_range() {
         let h = DelayHistogram::default();
         h.observe(Duration::from_micros(10));
         h.observe(Duration::from_micros(150));
@@ -207,8 +208,9 @@ mod tests {
         assert_eq!(count, 3);
         assert!((sum - 10.000_16).abs() < 1e-9);
         assert_eq!(buckets[0], (0.000_05, 1));
-        assert_eq!(buckets[2], (0.000_2, 2));
-        assert_eq!(*buckets.last().unwrap(), (f64::INFINITY, 3));
+        assert_eq!(buckets[1], (0.000_1, 0));
+        assert_eq!(buckets[2], (0.000_2, 1));
+        assert_eq!(*buckets.last().unwrap(), (f64::MAX, 1));
     }
 
     #[test]

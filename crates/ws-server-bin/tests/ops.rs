@@ -65,6 +65,15 @@ async fn metrics_count_connections_messages_and_api_requests() {
     assert_eq!(metric(&text, r#"ws_api_requests_total{endpoint="stats",status="200"}"#), 1.0);
     assert_eq!(metric(&text, r#"ws_api_requests_total{endpoint="stats",status="401"}"#), 1.0);
     assert!(metric(&text, "ws_queue_delay_seconds_count") >= 1.0);
+    // Buckets are cumulative, ending at the count.
+    let delay = metric(&text, "ws_queue_delay_seconds_count");
+    assert_eq!(metric(&text, r#"ws_queue_delay_seconds_bucket{le="+Inf"}"#), delay, "{text}");
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("ws_queue_delay_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]) && buckets.iter().all(|b| *b <= delay), "{buckets:?}");
     assert_eq!(metric(&text, "ws_api_latency_seconds_count"), 2.0);
     drop(ws);
     server.shutdown().await.unwrap();
