@@ -76,6 +76,9 @@ struct Cli {
     /// Channels: most publications in flight.
     #[arg(long, default_value_t = 16_384)]
     in_flight: u64,
+    /// Channels: publications per second in all, paced; unset: as fast as `--in-flight` allows.
+    #[arg(long)]
+    rate: Option<u32>,
     /// Churn: most connections open at once, and the size of each wave.
     #[arg(long, default_value_t = 10_000)]
     population: usize,
@@ -132,7 +135,7 @@ enum Scenario {
     Room { conns: usize, size: usize },
     Broadcast { conns: usize, rates: Vec<u32>, size: usize },
     Idle { conns: usize, settle: Duration },
-    Channels { channels: usize, subscribers: usize, publishers: usize, size: usize, in_flight: u64 },
+    Channels { channels: usize, subscribers: usize, load: scenario::channels::Load },
     Churn(Churn),
     RedisPublish { channels: usize, publishers: usize, size: usize, in_flight: u64 },
 }
@@ -171,9 +174,12 @@ impl From<Cli> for Run {
                 Scenario::Channels {
                     channels: cli.channels.max(1),
                     subscribers,
-                    publishers: cli.publishers,
-                    size: size.unwrap_or(128),
-                    in_flight: cli.in_flight.max(4 * subscribers as u64),
+                    load: scenario::channels::Load {
+                        publishers: cli.publishers,
+                        size: size.unwrap_or(128),
+                        in_flight: cli.in_flight.max(4 * subscribers as u64),
+                        rate: cli.rate.filter(|r| *r > 0),
+                    },
                 }
             }
             ScenarioName::Churn => Scenario::Churn(Churn {
@@ -201,8 +207,8 @@ impl Run {
             Scenario::Room { conns, size } => vec![scenario::room::run(target, conns, size).await],
             Scenario::Broadcast { conns, rates, size } => scenario::broadcast::run(target, conns, &rates, size).await,
             Scenario::Idle { conns, settle } => vec![scenario::idle::run(target, conns, settle).await],
-            Scenario::Channels { channels, subscribers, publishers, size, in_flight } => {
-                vec![scenario::channels::run(target, channels, subscribers, publishers, size, in_flight).await]
+            Scenario::Channels { channels, subscribers, load } => {
+                vec![scenario::channels::run(target, channels, subscribers, load).await]
             }
             Scenario::Churn(churn) => vec![scenario::churn::run(target, &churn).await],
             Scenario::RedisPublish { channels, publishers, size, in_flight } => {

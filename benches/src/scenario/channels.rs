@@ -1,5 +1,6 @@
 //! Many channels: 4 publishers spread messages over C channels of S subscribers each (1 x 1000, 100 x 10,
-//! 1000 x 1). Deliveries per second and per second of server CPU.
+//! 1000 x 1). Deliveries per second and per second of server CPU. As fast as flow control lets them, or, with
+//! a rate, paced at that many publications per second in all (for latency at a given load).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -39,16 +40,22 @@ impl Credit {
     }
 }
 
-/// Runs `channels` x `subscribers` subscriber connections and `publishers` publishers of `size`-byte messages,
-/// with at most `in_flight` deliveries outstanding.
-pub(crate) async fn run(
-    target: Rc<Target>,
-    channels: usize,
-    subscribers: usize,
-    publishers: usize,
-    size: usize,
-    in_flight: u64,
-) -> CaseResult {
+/// How `run` publishes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Publishing connections.
+    pub(crate) publishers: usize,
+    /// Payload bytes.
+    pub(crate) size: usize,
+    /// Most deliveries outstanding.
+    pub(crate) in_flight: u64,
+    /// Publications per second over all publishers; `None`: as fast as `in_flight` allows.
+    pub(crate) rate: Option<u32>,
+}
+
+/// Runs `channels` x `subscribers` subscriber connections and `load.publishers` publishers.
+pub(crate) async fn run(target: Rc<Target>, channels: usize, subscribers: usize, load: Load) -> CaseResult {
+    let Load { publishers, size, in_flight, rate } = load;
     let stats = Stats::new();
     // Subscribers read until `running` ends; publishers stop earlier, when `publishing` does.
     let running = Rc::new(Cell::new(true));
@@ -96,7 +103,9 @@ pub(crate) async fn run(
         for (p, conn) in pubs.into_iter().enumerate() {
             let (stats, publishing, credit) = (stats.clone(), publishing.clone(), credit.clone());
             tasks.spawn(async move {
-                if let Err(e) = publish(p, conn, channels, subscribers as u64, size, &stats, &publishing, &credit).await
+                let pace = rate.map(|r| f64::from(r) / publishers as f64);
+                if let Err(e) =
+                    publish(p, conn, channels, subscribers as u64, size, pace, &stats, &publishing, &credit).await
                 {
                     stats.error(format!("publisher {p}: {e}"));
                 }
@@ -111,7 +120,10 @@ pub(crate) async fn run(
     }
     running.set(false);
     let _ = tasks.join(Duration::from_millis(100)).await;
-    let case = format!("{channels}x{subscribers}");
+    let case = match rate {
+        None => format!("{channels}x{subscribers}"),
+        Some(r) => format!("{channels}x{subscribers}_{r}hz"),
+    };
     CaseResult::new("channels", case, &target.name, samples, stats.final_checks())
 }
 
@@ -122,6 +134,7 @@ async fn publish(
     channels: usize,
     subscribers: u64,
     size: usize,
+    pace: Option<f64>,
     stats: &Stats,
     running: &Cell<bool>,
     credit: &Credit,
@@ -133,9 +146,28 @@ async fn publish(
     let mut next = sender * channels / 4 % channels.max(1);
     let mut out = Vec::with_capacity(BATCH * (size + 64));
     let on_data = |payload: &[u8], _: u32| stats.error(format!("publisher got {}", crate::client::excerpt(payload)));
+    // Paced: every millisecond, the publications owed since the start.
+    let started = tokio::time::Instant::now();
+    let mut paced = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while running.get() {
         let free = credit.in_flight_limit.saturating_sub(Credit::in_flight(stats));
-        let batch = ((free / subscribers) as usize).min(BATCH);
+        let mut batch = ((free / subscribers) as usize).min(BATCH);
+        if let Some(per_second) = pace {
+            let owed = (started.elapsed().as_secs_f64() * per_second) as u64 - paced;
+            if owed == 0 {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    readable = conn.readable() => {
+                        readable?;
+                        conn.poll_data(on_data).await?;
+                    }
+                }
+                continue;
+            }
+            batch = batch.min(owed as usize);
+        }
         if batch == 0 {
             credit.waiting.set(true);
             tokio::select! {
@@ -158,6 +190,7 @@ async fn publish(
             out.extend_from_slice(frames[c].bytes());
         }
         Stats::add(&stats.expected, batch as u64 * subscribers);
+        paced += batch as u64;
         conn.send(&out).await?;
         conn.poll_data(on_data).await?;
     }

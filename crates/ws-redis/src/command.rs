@@ -1,12 +1,14 @@
 //! The command task, one per Redis server: one multiplexed connection that runs publishes, reads, presence
-//! and control in pipelines, one pipeline in flight at a time, so requests complete in the order they were
-//! made.
+//! and control in pipelines, a few in flight at once. Redis runs a connection's commands in the order they
+//! were sent and answers in that order, and the task completes the pipelines in that order, so requests
+//! complete in the order they were made.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tokio::sync::mpsc;
@@ -19,6 +21,13 @@ use crate::{random_epoch, Backoff, Shared};
 
 /// The most requests one pipeline carries.
 const MAX_BATCH: usize = 4096;
+
+/// The most publications one publish script call carries.
+const MAX_SCRIPT_PUBLICATIONS: usize = 256;
+
+/// The most pipelines in flight at once: a request that comes while one is out goes in the next, rather than
+/// waiting a round trip for it.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// A request for the command task.
 pub(crate) enum Cmd {
@@ -88,8 +97,8 @@ struct Scripts {
 
 /// What to do with one reply of a pipeline.
 enum Pending {
-    /// One script call's publications, in order: who waits for each offset, and since when.
-    Publish(Vec<(Done<u64>, Instant)>),
+    /// One script call's publications, by channel, each in order: who waits for each offset, and since when.
+    Publish(Vec<Vec<(Done<u64>, Instant)>>),
     Read(HistoryRequest, Done<HistoryReply>),
     Position(ChannelName),
     Presence(Done<Vec<ClientInfo>>),
@@ -140,34 +149,45 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: usize, mut rx: mpsc::Unbound
         let mut ticker = tokio::time::interval(refresh_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
-        loop {
-            let first = tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => cmd,
-                    None => return,
-                },
+        let mut in_flight = FuturesOrdered::new();
+        let reason = loop {
+            tokio::select! {
+                biased;
+                Some((pending, replies)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(reason) = complete(&shared, pending, replies) {
+                        break reason;
+                    }
+                }
+                cmd = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                    let Some(first) = cmd else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(cmd) => batch.push(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    for cmd in &batch {
+                        track(&mut members, cmd);
+                    }
+                    let (pipe, pending) = prepare(&shared, &scripts, batch);
+                    let (mut conn, timeout) = (conn.clone(), shared.command_timeout());
+                    in_flight.push_back(async move {
+                        (pending, tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await)
+                    });
+                }
                 _ = ticker.tick() => {
                     if refresh(&shared, shard, &mut conn, &members).await.is_err() {
-                        break;
+                        break "presence refresh failed".to_owned();
                     }
-                    continue;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
                 }
             }
-            for cmd in &batch {
-                track(&mut members, cmd);
-            }
-            if let Err(reason) = execute(&shared, &scripts, &mut conn, batch).await {
-                shared.set_link(shard, 0, Err(reason));
-                break;
-            }
+        };
+        // The pipelines still out were sent: complete each with whatever it gets.
+        while let Some((pending, replies)) = in_flight.next().await {
+            let _ = complete(&shared, pending, replies);
         }
+        shared.set_link(shard, 0, Err(reason));
     }
 }
 
@@ -238,24 +258,45 @@ async fn refresh(shared: &Shared, shard: usize, conn: &mut MultiplexedConnection
     }
 }
 
-/// Runs one batch as a pipeline and completes every request in it. `Err` when the connection broke.
-async fn execute(
-    shared: &Shared,
-    scripts: &Scripts,
-    conn: &mut MultiplexedConnection,
-    batch: Vec<Cmd>,
-) -> Result<(), String> {
+/// A pipeline's replies, or why there are none.
+type Replies = Result<Result<Vec<Value>, redis::RedisError>, tokio::time::error::Elapsed>;
+
+/// One batch as a pipeline, and what to do with each of its replies.
+fn prepare(shared: &Shared, scripts: &Scripts, batch: Vec<Cmd>) -> (redis::Pipeline, Vec<Pending>) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut pending = Vec::with_capacity(batch.len());
+    // Consecutive groups share a script call, up to a bound that keeps each call short for Redis.
+    let mut run: Vec<Vec<Queued>> = Vec::new();
+    let mut in_run = 0;
     for item in group(batch) {
         match item {
-            Item::Publish(group) => publish(shared, scripts, &mut pipe, &mut pending, group),
-            Item::Other(cmd) => add(shared, scripts, &mut pipe, &mut pending, cmd),
+            Item::Publish(group) => {
+                if in_run + group.len() > MAX_SCRIPT_PUBLICATIONS && !run.is_empty() {
+                    publish(shared, scripts, &mut pipe, &mut pending, std::mem::take(&mut run));
+                    in_run = 0;
+                }
+                in_run += group.len();
+                run.push(group);
+            }
+            Item::Other(cmd) => {
+                if !run.is_empty() {
+                    publish(shared, scripts, &mut pipe, &mut pending, std::mem::take(&mut run));
+                    in_run = 0;
+                }
+                add(shared, scripts, &mut pipe, &mut pending, cmd);
+            }
         }
     }
-    let replies: Result<Result<Vec<Value>, redis::RedisError>, _> =
-        tokio::time::timeout(shared.command_timeout(), pipe.query_async(conn)).await;
+    if !run.is_empty() {
+        publish(shared, scripts, &mut pipe, &mut pending, run);
+    }
+    (pipe, pending)
+}
+
+/// Completes every request of a pipeline with its reply. `Err` when the connection broke or the scripts
+/// must be loaded again.
+fn complete(shared: &Shared, pending: Vec<Pending>, replies: Replies) -> Result<(), String> {
     let (replies, failure) = match replies {
         Ok(Ok(replies)) if replies.len() == pending.len() => (replies, None),
         Ok(Ok(_)) => (Vec::new(), Some("pipeline reply count mismatch".to_owned())),
@@ -279,11 +320,14 @@ async fn execute(
             continue;
         }
         match p {
-            Pending::Publish(waiting) => {
-                let offsets = parse_publish(&reply).filter(|o| o.len() == waiting.len());
-                for (i, (done, since)) in waiting.into_iter().enumerate() {
-                    shared.publish_latency.observe(since.elapsed());
-                    done(offsets.as_ref().map(|o| o[i]).ok_or_else(|| bad_reply("publish")));
+            Pending::Publish(groups) => {
+                let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+                let offsets = parse_publish(&reply, &sizes);
+                for (g, waiting) in groups.into_iter().enumerate() {
+                    for (i, (done, since)) in waiting.into_iter().enumerate() {
+                        shared.publish_latency.observe(since.elapsed());
+                        done(offsets.as_ref().map(|o| o[g][i]).ok_or_else(|| bad_reply("publish")));
+                    }
                 }
             }
             Pending::Read(request, done) => {
@@ -315,8 +359,8 @@ fn bad_reply(what: &str) -> BrokerError {
 fn fail_pending(shared: &Shared, p: Pending, publish_error: &BrokerError, reason: &str) {
     let read_error = BrokerError::Unavailable(if reason.is_empty() { "redis error".into() } else { reason.into() });
     match p {
-        Pending::Publish(waiting) => {
-            for (done, _) in waiting {
+        Pending::Publish(groups) => {
+            for (done, _) in groups.into_iter().flatten() {
                 done(Err(publish_error.clone()));
             }
         }
@@ -364,45 +408,53 @@ fn group(batch: Vec<Cmd>) -> Vec<Item> {
     items
 }
 
-/// One script call for publications of one channel, in order.
+/// One script call for groups of publications, each of one channel and in order.
 fn publish(
     shared: &Shared,
     scripts: &Scripts,
     pipe: &mut redis::Pipeline,
     pending: &mut Vec<Pending>,
-    group: Vec<Queued>,
+    groups: Vec<Vec<Queued>>,
 ) {
-    let Some((first, ..)) = group.first() else { return };
-    let channel = first.channel.clone();
-    let meta_ttl = shared.config.meta_ttl.as_secs().max(1);
+    let keys: usize = groups.iter().map(|g| 2 + g.len()).sum();
     let cmd = pipe.cmd("EVALSHA");
-    cmd.arg(scripts.publish.get_hash())
-        .arg(2 + group.len())
-        .arg(shared.meta_key(&channel))
-        .arg(shared.stream_key(&channel));
-    for (request, ..) in &group {
-        cmd.arg(shared.idempotency_key(&channel, request.idempotency_key.as_deref().unwrap_or("")));
+    cmd.arg(scripts.publish.get_hash()).arg(keys);
+    for group in &groups {
+        let Some((first, ..)) = group.first() else { continue };
+        cmd.arg(shared.meta_key(&first.channel)).arg(shared.stream_key(&first.channel));
+        for (request, ..) in group {
+            cmd.arg(shared.idempotency_key(&request.channel, request.idempotency_key.as_deref().unwrap_or("")));
+        }
     }
-    cmd.arg(random_epoch())
-        .arg(first.history_size)
-        .arg(first.history_ttl_ms)
-        .arg(meta_ttl)
-        .arg(shared.channel_key(&channel))
+    cmd.arg(shared.config.meta_ttl.as_secs().max(1))
         .arg(envelope::publication_head(&shared.node))
-        .arg(envelope::batch_head(&shared.node));
-    let mut waiting = Vec::with_capacity(group.len());
-    for (request, done, since) in group {
-        let event = request.event.as_deref().map_or_else(|| "null".to_owned(), envelope::json_string);
-        let window = if request.idempotency_key.is_some() { request.idempotency_window_ms.max(1) } else { 0 };
-        cmd.arg(event).arg(request.data.as_bytes()).arg(window);
-        waiting.push((done, since));
+        .arg(envelope::batch_head(&shared.node))
+        .arg(groups.len());
+    let mut waiting = Vec::with_capacity(groups.len());
+    for group in groups {
+        let Some((first, ..)) = group.first() else { continue };
+        cmd.arg(random_epoch())
+            .arg(first.history_size)
+            .arg(first.history_ttl_ms)
+            .arg(shared.channel_key(&first.channel))
+            .arg(group.len());
+        let mut done_group = Vec::with_capacity(group.len());
+        for (request, done, since) in group {
+            let event = request.event.as_deref().map_or_else(|| "null".to_owned(), envelope::json_string);
+            let window = if request.idempotency_key.is_some() { request.idempotency_window_ms.max(1) } else { 0 };
+            cmd.arg(event).arg(request.data.as_bytes()).arg(window);
+            done_group.push((done, since));
+        }
+        waiting.push(done_group);
     }
     pending.push(Pending::Publish(waiting));
 }
 
 fn add(shared: &Shared, scripts: &Scripts, pipe: &mut redis::Pipeline, pending: &mut Vec<Pending>, cmd: Cmd) {
     match cmd {
-        Cmd::Publish(request, done, since) => publish(shared, scripts, pipe, pending, vec![(request, done, since)]),
+        Cmd::Publish(request, done, since) => {
+            publish(shared, scripts, pipe, pending, vec![vec![(request, done, since)]]);
+        }
         Cmd::Read(request, done) => {
             read(shared, scripts, pipe, &request.channel, request.since.as_ref(), request.limit);
             pending.push(Pending::Read(request, done));
@@ -482,10 +534,21 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
-/// The offsets of a publish script's reply, after its epoch.
-fn parse_publish(v: &Value) -> Option<Vec<u64>> {
+/// The offsets of a publish script's reply, per group of `sizes[g]` publications (each after its epoch).
+fn parse_publish(v: &Value, sizes: &[usize]) -> Option<Vec<Vec<u64>>> {
     let Value::Array(items) = v else { return None };
-    items.get(1..)?.iter().map(as_u64).collect()
+    if items.len() != sizes.iter().map(|n| n + 1).sum::<usize>() {
+        return None;
+    }
+    let mut at = 0;
+    sizes
+        .iter()
+        .map(|n| {
+            let offsets = items[at + 1..at + 1 + n].iter().map(as_u64).collect();
+            at += n + 1;
+            offsets
+        })
+        .collect()
 }
 
 fn parse_read(channel: &ChannelName, v: &Value) -> Option<HistoryReply> {

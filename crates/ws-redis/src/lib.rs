@@ -536,15 +536,21 @@ impl Broker for RedisBroker {
 
 /// Opens a client for one Redis URL, trusting `root_cert` (PEM) for `rediss://` when given.
 fn client(url: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, ConfigError> {
+    use redis::IntoConnectionInfo as _;
     let invalid = |source| ConfigError::Url { url: redacted(url), source };
-    match root_cert {
-        None => redis::Client::open(url).map_err(invalid),
-        Some(_) if !url.starts_with("rediss://") => Err(ConfigError::Invalid(format!(
+    if root_cert.is_some() && !url.starts_with("rediss://") {
+        return Err(ConfigError::Invalid(format!(
             "a TLS certificate authority is configured but {} is not a rediss:// URL",
             redacted(url)
-        ))),
+        )));
+    }
+    // Without TCP_NODELAY, a pipeline sent while another is out waits for the first one's ACK.
+    let info = url.into_connection_info().map_err(invalid)?;
+    let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    match root_cert {
+        None => redis::Client::open(info).map_err(invalid),
         Some(pem) => redis::Client::build_with_tls(
-            url,
+            info,
             redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
         )
         .map_err(invalid),

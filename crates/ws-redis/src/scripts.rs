@@ -1,17 +1,18 @@
 //! The Lua scripts that make each channel operation one atomic step in Redis.
 
-/// Numbers, stores and publishes the publications of one channel that queued up together, in order.
+/// Numbers, stores and publishes publications that queued up together, grouped by channel, each group in
+/// order.
 ///
-/// KEYS: 1 meta hash, 2 history stream, then `2 + i` the idempotency key of publication `i` (a dummy when it
-/// has none). ARGV: 1 a fresh epoch (kept only when the channel has none), 2 history size (0: no stream),
-/// 3 history TTL in ms (0: the meta TTL), 4 meta TTL in s, 5 pub/sub channel, 6 the head of a one-publication
-/// envelope, 7 the head of a batch envelope; then for each publication `i` from 1, at `5 + 3i` its event as
-/// JSON (`null` or a string), at `6 + 3i` its data, at `7 + 3i` its idempotency window in ms (0: no key).
-/// Returns `{epoch, offset_1, ..., offset_n}`.
+/// ARGV: 1 meta TTL in s, 2 the head of a one-publication envelope, 3 the head of a batch envelope, 4 the
+/// number of groups; then for each group a fresh epoch (kept only when the channel has none), its history
+/// size (0: no stream), its history TTL in ms (0: the meta TTL), its pub/sub channel and its number of
+/// publications `n`, followed by `n` triples: event as JSON (`null` or a string), data, idempotency window in
+/// ms (0: no key). KEYS: for each group its meta hash and history stream, then the idempotency key of each of
+/// its publications (a dummy when it has none). Returns, for each group, its epoch then its offsets.
 ///
-/// One call for several publications pays the fixed costs once: one read of the position, one write of the
-/// new offset, one TTL refresh, and one PUBLISH of one envelope that carries them all (consecutive offsets
-/// from `n`); per publication there is only its stream entry.
+/// One call pays the script's fixed cost once for all the groups, and per channel one read of the position,
+/// one write of the new offset, one TTL refresh, and one PUBLISH of one envelope that carries its
+/// publications (consecutive offsets from `n`); per publication there is only its stream entry.
 ///
 /// With a key, a repeat within the window publishes nothing and answers the first offset: the check, the
 /// publish and the record are one step, so a publish whose reply was lost can be retried safely.
@@ -21,56 +22,64 @@
 /// stream is left belongs to the lost epoch and is deleted before the first entry of the new one. The entry
 /// id is the offset, so a read by offset needs no index.
 pub(crate) const PUBLISH: &str = r#"
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('hset', KEYS[1], 'e', epoch)
-end
-local start = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
-local offset = start
-local size = tonumber(ARGV[2])
-local out = {epoch}
-local parts = {}
-for i = 1, (#ARGV - 7) / 3 do
-  local ev, data, window = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
-  local first = false
-  if window ~= '0' then
-    first = redis.call('get', KEYS[2 + i])
+local k, a = 1, 5
+local out = {}
+for g = 1, tonumber(ARGV[4]) do
+  local meta, stream = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  local size, ttl, chan, n = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], tonumber(ARGV[a + 4])
+  local cur = redis.call('hmget', meta, 'e', 'o')
+  local epoch = cur[1]
+  if not epoch then
+    epoch = ARGV[a]
+    redis.call('hset', meta, 'e', epoch)
   end
-  if first then
-    out[#out + 1] = tonumber(first)
-  else
-    offset = offset + 1
-    if size > 0 then
-      if offset == 1 then
-        redis.call('del', KEYS[2])
-      end
-      redis.call('xadd', KEYS[2], 'MAXLEN', size, offset, 'd', data, 'ev', ev)
-    end
-    parts[#parts + 1] = '{"ev":' .. ev .. ',"d":' .. data .. '}'
+  a = a + 5
+  local start = tonumber(cur[2] or '0')
+  local offset = start
+  local parts = {}
+  out[#out + 1] = epoch
+  for i = 1, n do
+    local ev, data, window, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], KEYS[k]
+    a, k = a + 3, k + 1
+    local first = false
     if window ~= '0' then
-      redis.call('set', KEYS[2 + i], offset, 'PX', window)
+      first = redis.call('get', idem)
     end
-    out[#out + 1] = offset
-  end
-end
-if #parts == 1 then
-  redis.call('publish', ARGV[5], ARGV[6] .. ',"e":"' .. epoch .. '","n":' .. offset .. ',' .. string.sub(parts[1], 2))
-elseif #parts > 1 then
-  redis.call('publish', ARGV[5], ARGV[7] .. ',"e":"' .. epoch .. '","n":' .. (start + 1) .. ',"ps":[' .. table.concat(parts, ',') .. ']}')
-end
-if offset > start then
-  redis.call('hset', KEYS[1], 'o', offset)
-  if size > 0 then
-    local ttl = tonumber(ARGV[3])
-    if ttl > 0 then
-      redis.call('pexpire', KEYS[2], ttl)
+    if first then
+      out[#out + 1] = tonumber(first)
     else
-      redis.call('expire', KEYS[2], ARGV[4])
+      offset = offset + 1
+      if size > 0 then
+        if offset == 1 then
+          redis.call('del', stream)
+        end
+        redis.call('xadd', stream, 'MAXLEN', size, offset, 'd', data, 'ev', ev)
+      end
+      parts[#parts + 1] = '{"ev":' .. ev .. ',"d":' .. data .. '}'
+      if window ~= '0' then
+        redis.call('set', idem, offset, 'PX', window)
+      end
+      out[#out + 1] = offset
     end
   end
+  if #parts == 1 then
+    redis.call('publish', chan, ARGV[2] .. ',"e":"' .. epoch .. '","n":' .. offset .. ',' .. string.sub(parts[1], 2))
+  elseif #parts > 1 then
+    redis.call('publish', chan, ARGV[3] .. ',"e":"' .. epoch .. '","n":' .. (start + 1) .. ',"ps":[' .. table.concat(parts, ',') .. ']}')
+  end
+  if offset > start then
+    redis.call('hset', meta, 'o', offset)
+    if size > 0 then
+      if ttl > 0 then
+        redis.call('pexpire', stream, ttl)
+      else
+        redis.call('expire', stream, ARGV[1])
+      end
+    end
+  end
+  redis.call('expire', meta, ARGV[1])
 end
-redis.call('expire', KEYS[1], ARGV[4])
 return out
 "#;
 
