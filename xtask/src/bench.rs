@@ -30,7 +30,7 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--scenario NAME]... [--save-baseline] [--peer bun] [--ref-only] [--hub-bin PATH]
 
   --quick          a short run (about two minutes; CI runs it) with small N and short windows
-  --scenario NAME  run only this scenario (repeatable): core, echo, room, broadcast, idle, channels, churn
+  --scenario NAME  run only this scenario (repeatable): core, echo, room, broadcast, idle, channels, churn, cluster
   --save-baseline  write this run's figures to benches/baseline.json (for the mode run)
   --peer bun       also measure Bun (npm package @oven/bun-linux-x64) when it is installed
   --ref-only       measure the reference server alone (no ws-server needed); gates nothing

@@ -38,6 +38,8 @@ pub(crate) enum Goal {
     HubAtLeast(f64),
     /// The hub's figure at most this.
     HubAtMost(f64),
+    /// hub - ref at most this (latency added over the reference).
+    AddedAtMost(f64),
 }
 
 impl Goal {
@@ -48,6 +50,7 @@ impl Goal {
             Self::RatioAtMost(x) => row.ratio.map(|r| r <= x),
             Self::HubAtLeast(x) => row.hub().map(|v| v >= x),
             Self::HubAtMost(x) => row.hub().map(|v| v <= x),
+            Self::AddedAtMost(x) => Some(row.hub()? - row.figures.get("ref")?.median <= x),
         }
     }
 }
@@ -59,6 +62,7 @@ impl std::fmt::Display for Goal {
             Self::RatioAtMost(x) => write!(f, "ratio <= {x}"),
             Self::HubAtLeast(x) => write!(f, ">= {}", super::report::human(*x)),
             Self::HubAtMost(x) => write!(f, "<= {}", super::report::human(*x)),
+            Self::AddedAtMost(x) => write!(f, "hub - ref <= {}", super::report::human(*x)),
         }
     }
 }
@@ -232,6 +236,33 @@ const SPECS: &[Spec] = &[
         source: Source::Summary,
         label: "deliveries/s",
         better: Better::Higher,
+        gate: Gate::Report,
+        goal: |_| None,
+    },
+    Spec {
+        scenario: "cluster",
+        name: "rate",
+        source: Source::Summary,
+        label: "deliveries/s across two nodes (ref: Redis alone, pipelined PUBLISH)",
+        better: Better::Higher,
+        gate: Gate::Ratio,
+        goal: |_| Some(Goal::RatioAtLeast(0.5)),
+    },
+    Spec {
+        scenario: "cluster_latency",
+        name: "lat_p99_us",
+        source: Source::Summary,
+        label: "p99 publish to receipt across two nodes, µs (ref: one node)",
+        better: Better::Lower,
+        gate: Gate::Report,
+        goal: |_| Some(Goal::AddedAtMost(1000.0)),
+    },
+    Spec {
+        scenario: "cluster_latency",
+        name: "lat_p50_us",
+        source: Source::Summary,
+        label: "p50 publish to receipt across two nodes, µs (ref: one node)",
+        better: Better::Lower,
         gate: Gate::Report,
         goal: |_| None,
     },

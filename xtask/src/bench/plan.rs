@@ -25,7 +25,28 @@ impl Mode {
 }
 
 /// Every scenario, in run order. `core` is the criterion micro-benches; the others run servers.
-pub(crate) const SCENARIOS: &[&str] = &["core", "echo", "room", "broadcast", "idle", "channels", "churn"];
+pub(crate) const SCENARIOS: &[&str] = &["core", "echo", "room", "broadcast", "idle", "channels", "churn", "cluster"];
+
+/// How a case's servers are set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Setup {
+    /// One server per target, pinned to its own core.
+    Single,
+    /// The hub target is two `ws-server` nodes over a `redis-server` of their own, publishers on one node and
+    /// subscribers on the other; the reference is what `Reference` says. Nothing is pinned: three servers
+    /// and the load generator share the cores.
+    Cluster(Reference),
+}
+
+/// What a cluster case compares the two nodes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reference {
+    /// Redis alone, driven by the load generator with these arguments instead of the case's: the ceiling of
+    /// pipelined PUBLISH with subscribers.
+    Redis(Vec<String>),
+    /// One hub, no Redis, with the case's arguments: the single-node path.
+    OneNode,
+}
 
 /// One case: one load-generator run against a fresh server process, once per target.
 #[derive(Debug, Clone)]
@@ -40,6 +61,8 @@ pub(crate) struct Case {
     pub(crate) heartbeat_ms: u64,
     /// How long the load generator may run before it is killed and the case fails.
     pub(crate) timeout: Duration,
+    /// How the servers are set up.
+    pub(crate) setup: Setup,
 }
 
 /// Warm-up, number and length of the measuring windows.
@@ -80,7 +103,34 @@ fn case(scenario: &'static str, label: &str, args: &[&str], sampling: Sampling, 
         loadgen,
         heartbeat_ms: HEARTBEAT_MS,
         timeout: Duration::from_secs_f64(sampling.secs() + extra_secs + 60.0),
+        setup: Setup::Single,
     }
+}
+
+/// The cluster scenario's cases: throughput across two nodes against Redis alone, then publish-to-receipt
+/// latency across two nodes against one node at each of `rates` (publications per second).
+fn cluster(sampling: Sampling, rates: &[u32]) -> Vec<Case> {
+    let shape = ["--channels", "100", "--subscribers", "1", "--publishers", "4", "--size", "128"];
+    let mut throughput = case("channels", "", &shape, sampling, 10.0);
+    throughput.loadgen.extend(["--report-as".to_owned(), "cluster".to_owned()]);
+    throughput.label = "cluster-100x1".into();
+    throughput.scenario = "cluster";
+    let mut redis = vec!["--scenario".to_owned(), "redis-publish".to_owned()];
+    redis.extend(shape.iter().map(|a| (*a).to_owned()));
+    redis.extend(sampling.args());
+    redis.extend(["--report-as".to_owned(), "cluster".to_owned()]);
+    throughput.setup = Setup::Cluster(Reference::Redis(redis));
+    let mut cases = vec![throughput];
+    for rate in rates {
+        let mut latency = case("channels", "", &shape, sampling, 10.0);
+        latency.loadgen.extend(["--rate".to_owned(), rate.to_string()]);
+        latency.loadgen.extend(["--report-as".to_owned(), "cluster_latency".to_owned()]);
+        latency.label = format!("cluster-latency-{rate}hz");
+        latency.scenario = "cluster";
+        latency.setup = Setup::Cluster(Reference::OneNode);
+        cases.push(latency);
+    }
+    cases
 }
 
 /// The cases of `mode`, limited to the scenarios in `only` when it is not empty (`core` has no cases).
@@ -118,6 +168,9 @@ fn quick() -> Vec<Case> {
             60.0,
         ),
     ]
+    .into_iter()
+    .chain(cluster(short, &[20_000]))
+    .collect()
 }
 
 fn full() -> Vec<Case> {
@@ -153,6 +206,7 @@ fn full() -> Vec<Case> {
         Sampling { warmup: 0.0, samples: 1, window: 0.0 },
         240.0,
     ));
+    cases.extend(cluster(std, &[20_000, 50_000, 140_000]));
     cases
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use super::plan::Case;
+use super::plan::{Case, Reference, Setup};
 
 /// A server the scenarios run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub(crate) struct Programs {
     reference: PathBuf,
     hub: Option<PathBuf>,
     bun: Option<(PathBuf, PathBuf)>,
+    /// `redis-server`, for the cluster cases.
+    redis: Option<PathBuf>,
     /// The command prefixes that pin the server and the load generator (`taskset -c N`), empty when pinning is
     /// not possible here.
     pin_server: Vec<String>,
@@ -153,6 +155,7 @@ pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
             "==> bun is not installed (`npm install @oven/bun-linux-x64`, or bun on PATH); skipping the bun peer"
         );
     }
+    let redis = on_path("redis-server");
     let (pin_server, pin_loadgen) = pinning();
     if pin_server.is_empty() {
         eprintln!("==> warning: cannot pin (needs `taskset` and 2 cores); server and load generator share cores");
@@ -164,6 +167,7 @@ pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
         reference: release.join("ref-server"),
         hub,
         bun,
+        redis,
         pin_server,
         pin_loadgen,
         logs,
@@ -177,11 +181,14 @@ fn find_bun(root: &Path) -> Option<(PathBuf, PathBuf)> {
         root.join("node_modules/@oven/bun-linux-x64/bin/bun"),
         root.join("benches/peers/node_modules/@oven/bun-linux-x64/bin/bun"),
     ];
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("bun")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let bun = installed.into_iter().chain(on_path).find(|path| path.is_file())?;
+    let bun = installed.into_iter().find(|path| path.is_file()).or_else(|| on_path("bun"))?;
     Some((bun, script))
+}
+
+/// A program on `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file())
 }
 
 /// `taskset -c 0` for the server and `taskset -c 1` for the load generator, when both work here.
@@ -200,6 +207,28 @@ fn pinning() -> (Vec<String>, Vec<String>) {
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Waits until `addr` answers `GET /readyz` with 200 (a node has reached its Redis), for at most 20 s.
+fn wait_ready(addr: SocketAddr) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            Ok(head)
+        });
+        if answer.is_ok_and(|head| head.ends_with(b"200")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the node on {addr} was not ready within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A server process, killed when dropped.
@@ -222,9 +251,9 @@ fn tail(path: &Path) -> String {
 }
 
 impl Programs {
-    fn server_command(&self, target: Target, addr: SocketAddr, case: &Case) -> Result<Vec<String>> {
+    fn server_command(&self, target: Target, addr: SocketAddr, case: &Case, pinned: bool) -> Result<Vec<String>> {
         let heartbeat = case.heartbeat_ms.to_string();
-        let mut cmd = self.pin_server.clone();
+        let mut cmd = if pinned { self.pin_server.clone() } else { Vec::new() };
         let path = |p: &Path| p.display().to_string();
         match target {
             Target::Reference => {
@@ -251,11 +280,18 @@ impl Programs {
 
     fn start(&self, target: Target, case: &Case) -> Result<(Server, SocketAddr)> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let cmd = self.server_command(target, addr, case)?;
-        let log = self.logs.join(format!("{}-{}.server.log", case.label, target.name()));
+        let cmd = self.server_command(target, addr, case, true)?;
+        let server = self.spawn(&cmd, &[], &format!("{}-{}", case.label, target.name()), addr)?;
+        Ok((server, addr))
+    }
+
+    /// Starts `cmd` with `env`, logging to `<log>.server.log`, and waits until it listens on `addr`.
+    fn spawn(&self, cmd: &[String], env: &[(&str, String)], log: &str, addr: SocketAddr) -> Result<Server> {
+        let log = self.logs.join(format!("{log}.server.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(&cmd[0])
             .args(&cmd[1..])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -265,27 +301,97 @@ impl Programs {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = server.child.try_wait()? {
-                bail!("{} exited with {status} at start:\n{}", target.name(), tail(&server.log));
+                bail!("{} exited with {status} at start:\n{}", cmd[0], tail(&server.log));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok((server, addr));
+                return Ok(server);
             }
             if Instant::now() > deadline {
-                bail!("{} did not listen on {addr} within 20 s:\n{}", target.name(), tail(&server.log));
+                bail!("{} did not listen on {addr} within 20 s:\n{}", cmd[0], tail(&server.log));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Runs `case` against a fresh `target` server; returns the load generator's results (one per case it
-    /// reports), each with `"target"` set.
+    /// Runs `case` against a fresh `target` server (or, for a cluster case, what its setup says); returns the
+    /// load generator's results (one per case it reports), each with `"target"` set.
     pub(crate) fn run_case(&self, case: &Case, target: Target) -> Result<Vec<Value>> {
-        let (mut server, addr) = self.start(target, case)?;
-        let mut cmd = self.pin_loadgen.clone();
+        match &case.setup {
+            Setup::Single => {
+                let (mut server, addr) = self.start(target, case)?;
+                self.drive(case, target, &case.loadgen, addr, None, true, &mut [&mut server])
+            }
+            Setup::Cluster(reference) => self.run_cluster_case(case, target, reference),
+        }
+    }
+
+    /// A cluster case: two hub nodes over a Redis of their own, or the reference the case names.
+    fn run_cluster_case(&self, case: &Case, target: Target, reference: &Reference) -> Result<Vec<Value>> {
+        let Some(redis_bin) = &self.redis else {
+            eprintln!("==> redis-server is not installed (apt-get install redis-server); skipping {}", case.label);
+            return Ok(Vec::new());
+        };
+        let redis = |name: &str| -> Result<(Server, SocketAddr)> {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let port = addr.port().to_string();
+            let cmd: Vec<String> = [redis_bin.display().to_string()]
+                .into_iter()
+                .chain(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from))
+                .collect();
+            Ok((self.spawn(&cmd, &[], &format!("{}-{name}-redis", case.label), addr)?, addr))
+        };
+        match (target, reference) {
+            (Target::Bun, _) => Ok(Vec::new()),
+            (Target::Reference, Reference::Redis(args)) => {
+                let (mut redis, addr) = redis("ref")?;
+                self.drive(case, target, args, addr, None, false, &mut [&mut redis])
+            }
+            (Target::Reference, Reference::OneNode) => {
+                let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let cmd = self.server_command(Target::Hub, addr, case, false)?;
+                let mut hub = self.spawn(&cmd, &[], &format!("{}-ref", case.label), addr)?;
+                self.drive(case, target, &case.loadgen, addr, None, false, &mut [&mut hub])
+            }
+            (Target::Hub, _) => {
+                let (mut redis, redis_addr) = redis("hub")?;
+                let env = [("WS_SERVER_BROKER__REDIS_URL", format!("redis://{redis_addr}"))];
+                let node = |name: &str| -> Result<(Server, SocketAddr)> {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                    let cmd = self.server_command(Target::Hub, addr, case, false)?;
+                    let server = self.spawn(&cmd, &env, &format!("{}-hub-{name}", case.label), addr)?;
+                    wait_ready(addr)?;
+                    Ok((server, addr))
+                };
+                let (mut publishing, publish_addr) = node("a")?;
+                let (mut subscribing, addr) = node("b")?;
+                // The subscribers' node is the one measured (CPU, memory): the first server passed.
+                let servers: &mut [&mut Server] = &mut [&mut subscribing, &mut publishing, &mut redis];
+                self.drive(case, target, &case.loadgen, addr, Some(publish_addr), false, servers)
+            }
+        }
+    }
+
+    /// Runs the load generator with `args` against `addr` (publishers on `publish_addr` when given), pinned
+    /// when `pinned`, measuring `servers[0]`; fails when a server died meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn drive(
+        &self,
+        case: &Case,
+        target: Target,
+        args: &[String],
+        addr: SocketAddr,
+        publish_addr: Option<SocketAddr>,
+        pinned: bool,
+        servers: &mut [&mut Server],
+    ) -> Result<Vec<Value>> {
+        let mut cmd = if pinned { self.pin_loadgen.clone() } else { Vec::new() };
         cmd.push(self.loadgen.display().to_string());
-        cmd.extend(case.loadgen.iter().cloned());
+        cmd.extend(args.iter().cloned());
         cmd.extend(["--addr".into(), addr.to_string(), "--target".into(), target.name().into()]);
-        cmd.extend(["--server-pid".into(), server.child.id().to_string()]);
+        if let Some(publish_addr) = publish_addr {
+            cmd.extend(["--publish-addr".into(), publish_addr.to_string()]);
+        }
+        cmd.extend(["--server-pid".into(), servers[0].child.id().to_string()]);
         let stem = format!("{}-{}", case.label, target.name());
         let out_path = self.logs.join(format!("{stem}.json"));
         let err_path = self.logs.join(format!("{stem}.loadgen.log"));
@@ -308,14 +414,14 @@ impl Programs {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let server_alive = server.child.try_wait()?.is_none();
         if !status.success() {
             bail!("the load generator exited with {status}:\n{}", tail(&err_path));
         }
-        if !server_alive {
-            bail!("{} died during the case:\n{}", target.name(), tail(&server.log));
+        for server in servers.iter_mut() {
+            if server.child.try_wait()?.is_some() {
+                bail!("a {} server died during the case:\n{}", target.name(), tail(&server.log));
+            }
         }
-        drop(server);
         let text = fs::read_to_string(&out_path)?;
         let results: Vec<Value> = serde_json::from_str(&text)
             .with_context(|| format!("reading the load generator's output {}", out_path.display()))?;
