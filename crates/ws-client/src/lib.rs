@@ -334,7 +334,8 @@ impl Client {
     /// Publishes `data` and returns its offset.
     ///
     /// # Errors
-    /// [`Error::NotConnected`] at once while disconnected; the server's error; [`Error::Timeout`].
+    /// [`Error::NotConnected`] at once while disconnected (with an outbox, [`Error::OutboxFull`] when it is
+    /// full); the server's error; [`Error::Timeout`].
     pub async fn publish(&self, channel: &str, data: &impl serde::Serialize) -> Result<u64, Error> {
         self.publish_once(channel, data, None).await
     }

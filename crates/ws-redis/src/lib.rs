@@ -3,11 +3,14 @@
 //! [`RedisBroker`] implements [`ws_core::Broker`] as a clustered broker: Redis is the single sequencer of
 //! every channel.
 //!
-//! - **Publishing** is one Lua script per publication: it reads or creates the channel's epoch, increments
-//!   its offset, appends the publication to the channel's history stream (length cap, TTL) and publishes
-//!   the envelope, atomically. Every node, the origin too, delivers in the order Redis publishes, so
-//!   offsets are consecutive and in one order everywhere. Publications queue in one pipeline at a time on
-//!   one connection, so what one connection publishes keeps its order, and so do its replies.
+//! - **Publishing** is a Lua script: for each channel it reads or creates the epoch, numbers the
+//!   publications, appends them to the channel's history stream (length cap, TTL) and publishes them in
+//!   one envelope, atomically. Publications that queue up together (many channels, many per channel) share
+//!   one script call, so under load Redis pays the script's fixed costs once per batch rather than once per
+//!   message. Every node, the origin too, delivers in the order Redis publishes, so offsets are
+//!   consecutive and in one order everywhere. Requests go out in pipelines on one connection, a few in
+//!   flight, completed in the order they were sent, so what one connection publishes keeps its order, and
+//!   so do its replies.
 //! - **Subscribing** is per channel, on demand: SUBSCRIBE on the first local subscriber and UNSUBSCRIBE
 //!   after the last, over `pubsub_connections` dedicated connections chosen by an FNV-1a hash of the
 //!   channel name, batched when many channels come and go at once; never a pattern subscription to
