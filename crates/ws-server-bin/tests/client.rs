@@ -252,9 +252,8 @@ async fn a_half_open_connection_is_detected_within_the_heartbeat_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_fleet_reconnects_no_earlier_than_told_and_spread_out() {
     const CLIENTS: usize = 20;
-    let mut config = common::config();
-    config.drain.window_ms = 2_000;
-    let first = common::start(config.clone()).await;
+    let drain = "[drain]\nwindow_ms = 2000\n";
+    let first = Node::start_single(drain, "127.0.0.1:0".parse().unwrap());
     let addr = first.addr;
     let mut fleet = Vec::new();
     for _ in 0..CLIENTS {
@@ -263,9 +262,9 @@ async fn a_drained_fleet_reconnects_no_earlier_than_told_and_spread_out() {
         let events = c.events();
         fleet.push((c, events));
     }
-    first.shutdown().await.unwrap();
-    config.listen = addr;
-    let _second = common::start(config).await;
+    // SIGTERM on the real process: it drains and exits; a new one takes the same port.
+    assert!(tokio::task::spawn_blocking(move || first.terminate()).await.unwrap(), "a drain exits with 0");
+    let _second = Node::start_single(drain, addr);
     let mut delays = Vec::new();
     for (_, events) in &mut fleet {
         let Event::Disconnected { code: 1001, reconnect_after: Some(hint), .. } =

@@ -141,6 +141,15 @@ impl Node {
 
     /// A node whose `[broker]` section names its Redis with `redis` (TOML lines such as `redis_url = "..."`).
     pub fn start_with(redis: &str, listen: SocketAddr) -> Self {
+        Self::start_configured(redis, "", listen)
+    }
+
+    /// A `ws-server` process on its own, no Redis, with `extra` appended to its configuration.
+    pub fn start_single(extra: &str, listen: SocketAddr) -> Self {
+        Self::start_configured("", extra, listen)
+    }
+
+    fn start_configured(redis: &str, extra: &str, listen: SocketAddr) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "ws-cluster-test-{}-{}.toml",
@@ -167,6 +176,7 @@ join_leave = true
 presence_lease_ms = 2000
 command_timeout_ms = 1500
 probe_interval_ms = 500
+{extra}
 "#
         );
         std::fs::write(&path, config).unwrap();
@@ -228,6 +238,13 @@ impl Node {
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
         let text = http(self.addr, "GET", "/metrics", &[], b"").await.text();
         text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Sends SIGTERM (a drain) and waits for the process to exit; true when it exited with 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.child.wait().unwrap().success()
     }
 
     /// Kills the process with SIGKILL: no drain, no close frames.
