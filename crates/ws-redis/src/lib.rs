@@ -70,7 +70,7 @@ use crate::envelope::Dropped;
 #[non_exhaustive]
 pub struct RedisConfig {
     /// The Redis URLs: `redis://[user][:password@]host[:port][/db]`, or `rediss://` for TLS. With more than
-    /// one, channels are spread over them by a consistent hash of their name (see [`shard_of`]).
+    /// one, channels are spread over them by a consistent hash of their name (see [`RedisBroker::shard_of`]).
     pub urls: Vec<String>,
     /// A PEM bundle of the certificate authorities to trust for `rediss://`, instead of the system's.
     pub tls_root_cert: Option<Vec<u8>>,
