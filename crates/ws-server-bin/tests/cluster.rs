@@ -223,3 +223,71 @@ async fn with_redis_stopped_commands_answer_unavailable_and_connections_stay_ope
     let r = a.api("POST", "/api/publish", json!({"channel": "news", "data": "back"})).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_many_channels_with_repeated_keys_is_numbered_once_per_publication() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    const CHANNELS: usize = 8;
+    const PER_CHANNEL: u64 = 40;
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    a.wait_ready(true).await;
+    b.wait_ready(true).await;
+    let (mut sub, _) = b.connect().await;
+    for c in 0..CHANNELS {
+        subscribe(&mut sub, &format!("burst:{c}"), None).await;
+    }
+    // One burst through A, written at once: every channel in turn, and every fifth publication on a channel
+    // repeats the idempotency key of the one before it.
+    let (mut publisher, _) = a.connect().await;
+    let mut sent = Vec::new();
+    for i in 0..PER_CHANNEL {
+        for c in 0..CHANNELS {
+            let repeat = i % 5 == 4;
+            let key = format!("k{}", if repeat { i - 1 } else { i });
+            let id = sent.len() as u64;
+            let cmd = json!({"type": "publish", "id": id, "channel": format!("burst:{c}"), "data": i, "idempotency_key": key});
+            publisher.feed(Message::Text(cmd.to_string().into())).await.unwrap();
+            sent.push((id, c, i, repeat));
+        }
+    }
+    publisher.flush().await.unwrap();
+    let mut offsets = std::collections::HashMap::new();
+    while offsets.len() < sent.len() {
+        let v = next_of(&mut publisher, "published").await;
+        offsets.insert(v["id"].as_u64().unwrap(), v["offset"].as_u64().unwrap());
+    }
+    // Per channel the fresh publications are numbered 1, 2, ... in the order sent; a repeat answers the
+    // offset of the one it repeats.
+    let mut want: Vec<Vec<(u64, Value)>> = vec![Vec::new(); CHANNELS];
+    for c in 0..CHANNELS {
+        let (mut next, mut last) = (1, 0);
+        for &(id, _, i, repeat) in sent.iter().filter(|s| s.1 == c) {
+            if repeat {
+                assert_eq!(offsets[&id], last, "a repeat answers the first offset");
+            } else {
+                assert_eq!(offsets[&id], next, "channel {c}, publication {i}");
+                want[c].push((next, json!(i)));
+                (last, next) = (next, next + 1);
+            }
+        }
+    }
+    // The subscriber on B gets each fresh publication once, in order, and nothing for the repeats.
+    let fresh: usize = want.iter().map(Vec::len).sum();
+    let mut got: Vec<Vec<(u64, Value)>> = vec![Vec::new(); CHANNELS];
+    for _ in 0..fresh {
+        let v = next_of(&mut sub, "message").await;
+        let c: usize = v["channel"].as_str().unwrap().strip_prefix("burst:").unwrap().parse().unwrap();
+        got[c].push((v["offset"].as_u64().unwrap(), v["data"].clone()));
+    }
+    assert_eq!(got, want);
+    assert!(tokio::time::timeout(Duration::from_millis(300), next_of(&mut sub, "message")).await.is_err());
+    // The burst took the batched path: far fewer script calls than publications.
+    let stats = String::from_utf8(redis.cmd(&[b"INFO", b"commandstats"])).unwrap();
+    let calls: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls=")?.split(',').next()?.parse().ok())
+        .expect("evalsha was called");
+    assert!(calls <= sent.len() / 2, "{calls} script calls for {} publications", sent.len());
+}
