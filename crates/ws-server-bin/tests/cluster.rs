@@ -261,14 +261,14 @@ async fn a_burst_over_many_channels_with_repeated_keys_is_numbered_once_per_publ
     // Per channel the fresh publications are numbered 1, 2, ... in the order sent; a repeat answers the
     // offset of the one it repeats.
     let mut want: Vec<Vec<(u64, Value)>> = vec![Vec::new(); CHANNELS];
-    for c in 0..CHANNELS {
+    for (c, want) in want.iter_mut().enumerate() {
         let (mut next, mut last) = (1, 0);
         for &(id, _, i, repeat) in sent.iter().filter(|s| s.1 == c) {
             if repeat {
                 assert_eq!(offsets[&id], last, "a repeat answers the first offset");
             } else {
                 assert_eq!(offsets[&id], next, "channel {c}, publication {i}");
-                want[c].push((next, json!(i)));
+                want.push((next, json!(i)));
                 (last, next) = (next, next + 1);
             }
         }
