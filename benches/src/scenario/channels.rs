@@ -31,6 +31,16 @@ impl Credit {
         stats.expected.get().saturating_sub(stats.delivered.get())
     }
 
+    /// Stops the publishers (`publishing` off, waiters woken) and waits up to 10 s for the deliveries still
+    /// in flight; a shortfall is an error in `stats`.
+    pub(crate) async fn stop(&self, stats: &Stats, publishing: &Cell<bool>) {
+        publishing.set(false);
+        self.wake.notify_waiters();
+        if !super::wait_until(Duration::from_secs(10), || stats.delivered.get() >= stats.expected.get()).await {
+            stats.error("deliveries still missing 10 s after the publishers stopped");
+        }
+    }
+
     /// Called by subscribers after each read: wakes blocked publishers once half the window is free.
     pub(crate) fn delivered(&self, stats: &Stats) {
         if self.waiting.get() && Self::in_flight(stats) <= self.in_flight_limit / 2 {
@@ -113,11 +123,7 @@ pub(crate) async fn run(target: Rc<Target>, channels: usize, subscribers: usize,
         }
         super::measure(&target, &stats, |_| {}).await
     };
-    publishing.set(false);
-    credit.wake.notify_waiters();
-    if !super::wait_until(Duration::from_secs(10), || stats.delivered.get() >= stats.expected.get()).await {
-        stats.error("deliveries still missing 10 s after the publishers stopped");
-    }
+    credit.stop(&stats, &publishing).await;
     running.set(false);
     let _ = tasks.join(Duration::from_millis(100)).await;
     let case = match rate {

@@ -99,11 +99,7 @@ pub(crate) async fn run(
         });
     }
     let samples = if stats.failed() { Vec::new() } else { super::measure(&target, &stats, |_| {}).await };
-    publishing.set(false);
-    credit.wake.notify_waiters();
-    if !super::wait_until(Duration::from_secs(10), || stats.delivered.get() >= stats.expected.get()).await {
-        stats.error("deliveries still missing 10 s after the publishers stopped");
-    }
+    credit.stop(&stats, &publishing).await;
     running.set(false);
     let _ = tasks.join(Duration::from_millis(300)).await;
     result(&stats, samples)

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use common::{config, http, start};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -219,20 +217,6 @@ struct ProxyShared {
     conns: Mutex<Vec<(Arc<AtomicBool>, [AbortHandle; 2])>>,
 }
 
-/// Copies `r` to `w` until EOF; while `frozen`, reads and discards, keeping both sockets open.
-async fn pump(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 16384];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if !frozen.load(SeqCst) && w.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 impl Proxy {
     async fn start(upstream: SocketAddr) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -249,8 +233,8 @@ impl Proxy {
                 let frozen = Arc::new(AtomicBool::new(false));
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                let up = tokio::spawn(pump(cr, sw, frozen.clone())).abort_handle();
-                let down = tokio::spawn(pump(sr, cw, frozen.clone())).abort_handle();
+                let up = tokio::spawn(common::pump(cr, sw, frozen.clone())).abort_handle();
+                let down = tokio::spawn(common::pump(sr, cw, frozen.clone())).abort_handle();
                 state.conns.lock().unwrap().push((frozen, [up, down]));
             }
         })

@@ -8,9 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
 use common::cluster::{Node, Redis};
 use serde_json::json;
 use ws_client::{Backoff, Client, Event, State};
@@ -174,20 +171,6 @@ struct Proxy {
     frozen: Arc<AtomicBool>,
 }
 
-/// Copies `r` to `w` until EOF; while `frozen`, reads and discards, keeping both sockets open.
-async fn pump(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 16384];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if !frozen.load(SeqCst) && w.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 impl Proxy {
     async fn start(upstream: std::net::SocketAddr) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -207,8 +190,8 @@ impl Proxy {
                 let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, current.clone()));
-                tokio::spawn(pump(sr, cw, current.clone()));
+                tokio::spawn(common::pump(cr, sw, current.clone()));
+                tokio::spawn(common::pump(sr, cw, current.clone()));
                 let watch = (all.clone(), current.clone());
                 tokio::spawn(async move {
                     // Propagate a freeze to the live connection.

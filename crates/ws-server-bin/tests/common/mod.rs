@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -195,4 +196,19 @@ pub async fn close_code(ws: &mut Ws) -> u16 {
 
 pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
     ws.send(Message::Text(value.to_string().into())).await.unwrap();
+}
+
+/// Copies `r` to `w` until EOF; while `frozen`, reads and discards, keeping both sockets open: the test
+/// proxies' way of making a half-open connection.
+pub async fn pump(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, frozen: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !frozen.load(std::sync::atomic::Ordering::SeqCst) && w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
