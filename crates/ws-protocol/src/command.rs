@@ -1,14 +1,15 @@
-//! Client-to-server commands: the types, the simd-json decoder and an encoder for clients.
+//! Client-to-server commands: the types, the decoder and an encoder for clients.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::fmt;
 
 use bytes::Bytes;
-use simd_json::prelude::*;
-use simd_json::{Buffers, Tape};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::channel::ChannelName;
 use crate::error::DecodeError;
-use crate::json::{check_depth, parse_error, Json};
+use crate::json::{self, Json};
 use crate::writer::JsonWriter;
 
 /// The longest string `id`, in bytes.
@@ -153,41 +154,29 @@ pub struct DecodeFailure {
     pub error: DecodeError,
 }
 
-struct Scratch {
-    input: Vec<u8>,
-    buffers: Buffers,
-    tape: Tape<'static>,
-}
-
-thread_local! {
-    // Decoding reuses one parse buffer and one tape per thread, so a steady
-    // stream of commands allocates only for the strings it keeps.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        input: Vec::new(),
-        buffers: Buffers::default(),
-        tape: Tape::null(),
-    });
-}
-
 impl ClientFrame {
     /// Decodes one client text frame.
     ///
     /// # Errors
     /// [`DecodeFailure`] carries the error to reply with and the `id` when it was readable.
     pub fn decode(frame: &[u8]) -> Result<Self, DecodeFailure> {
-        SCRATCH.with(|cell| {
-            let mut guard = cell.borrow_mut();
-            let Scratch { input, buffers, tape } = &mut *guard;
-            input.clear();
-            input.extend_from_slice(frame);
-            let mut parsed = std::mem::replace(tape, Tape::null()).reset();
-            let result = match simd_json::fill_tape(input, buffers, &mut parsed) {
-                Ok(()) => decode_tape(&parsed),
-                Err(e) => Err(DecodeFailure { id: None, error: parse_error(&e) }),
-            };
-            *tape = parsed.reset();
-            result
-        })
+        let fail = |id, error| Err(DecodeFailure { id, error });
+        let Ok(text) = std::str::from_utf8(frame) else { return fail(None, DecodeError::NotJson) };
+        let fields = match serde_json::from_str::<Fields<'_>>(text) {
+            Ok(fields) => fields,
+            Err(_) => return fail(None, not_a_command(text)),
+        };
+        let id = match fields.id.map(read_id).transpose() {
+            Ok(id) => id.flatten(),
+            Err(error) => return fail(None, error),
+        };
+        if fields.too_deep {
+            return fail(id, DecodeError::TooDeep);
+        }
+        match fields.command() {
+            Ok(command) => Ok(ClientFrame { id, command }),
+            Err(error) => fail(id, error),
+        }
     }
 
     /// Encodes the frame as JSON text, as a client sends it.
@@ -230,118 +219,181 @@ impl ClientFrame {
     }
 }
 
-type Value<'t, 'i> = simd_json::tape::Value<'t, 'i>;
+/// The top-level fields of a command frame, each as the raw text the client sent.
+///
+/// serde_json captures a raw value by skipping over it with an explicit stack, so no input, however deep, makes
+/// it recurse; fields the protocol does not know are skipped the same way. Every field, known or not, is checked
+/// for depth ([`json::check`]), so `too_deep` can still be answered with the frame's `id`.
+/// A repeated key keeps its first value.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    channel: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    recover: Option<&'a RawValue>,
+    since: Option<&'a RawValue>,
+    limit: Option<&'a RawValue>,
+    idempotency_key: Option<&'a RawValue>,
+    too_deep: bool,
+}
 
-fn decode_tape(tape: &Tape<'_>) -> Result<ClientFrame, DecodeFailure> {
-    let fail = |id: Option<CommandId>, error| Err(DecodeFailure { id, error });
-    let root = tape.as_value();
-    if root.as_object().is_none() {
-        return fail(None, DecodeError::NotObject);
-    }
-    let id = match read_id(root) {
-        Ok(id) => id,
-        Err(error) => return fail(None, error),
-    };
-    // The root object is the first node of the tape; its fields are checked as
-    // values of their own, so `data` may nest as deep as `Json::parse` allows.
-    if let Err(error) = check_depth(&tape.0[1..]) {
-        return fail(id, error);
-    }
-    match decode_command(root) {
-        Ok(command) => Ok(ClientFrame { id, command }),
-        Err(error) => fail(id, error),
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor)
     }
 }
 
-fn read_id(root: Value<'_, '_>) -> Result<Option<CommandId>, DecodeError> {
-    let Some(v) = root.get("id") else { return Ok(None) };
-    if v.is_null() {
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            match json::check(value.get().as_bytes()) {
+                Ok(()) => {}
+                Err(DecodeError::TooDeep) => fields.too_deep = true,
+                Err(error) => return Err(serde::de::Error::custom(error)),
+            }
+            let slot = match &*key {
+                "type" => &mut fields.kind,
+                "id" => &mut fields.id,
+                "channel" => &mut fields.channel,
+                "data" => &mut fields.data,
+                "recover" => &mut fields.recover,
+                "since" => &mut fields.since,
+                "limit" => &mut fields.limit,
+                "idempotency_key" => &mut fields.idempotency_key,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        Ok(fields)
+    }
+}
+
+/// Why a text that is not a command object is refused: valid JSON of another shape is `not_object` (or
+/// `too_deep`), anything else `not_json`.
+fn not_a_command(text: &str) -> DecodeError {
+    if text.trim_start().starts_with('{') || serde_json::from_str::<IgnoredAny>(text).is_err() {
+        return DecodeError::NotJson;
+    }
+    match json::check(text.as_bytes()) {
+        Err(DecodeError::TooDeep) => DecodeError::TooDeep,
+        _ => DecodeError::NotObject,
+    }
+}
+
+/// The text of a raw value that is a JSON string, unescaped; `None` when it is another kind of value.
+fn string<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    // Validated JSON: a string without a backslash is its own text.
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str(text).ok()
+}
+
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// The field when it is present and not `null`.
+fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| !is_null(r))
+}
+
+fn read_id(raw: &RawValue) -> Result<Option<CommandId>, DecodeError> {
+    if is_null(raw) {
         return Ok(None);
     }
-    if let Some(s) = v.as_str() {
+    if let Some(s) = string(raw) {
         if s.len() > MAX_ID_LEN {
             return Err(DecodeError::BadId);
         }
         return Ok(Some(CommandId::Str(s.into())));
     }
-    v.as_i64().map(|n| Some(CommandId::Int(n))).ok_or(DecodeError::BadId)
+    // JSON integers are a subset of what `parse` reads; a fraction or an exponent fails, as it should.
+    raw.get().parse::<i64>().map(|n| Some(CommandId::Int(n))).map_err(|_| DecodeError::BadId)
 }
 
-fn decode_command(root: Value<'_, '_>) -> Result<Command, DecodeError> {
-    let kind = match root.get("type") {
-        None => return Err(DecodeError::Missing("type")),
-        Some(v) => v.into_string().ok_or(DecodeError::WrongType { field: "type", expected: "a string" })?,
-    };
-    Ok(match kind {
-        "subscribe" => Command::Subscribe { channel: channel(root)?, recover: position(root, "recover")? },
-        "unsubscribe" => Command::Unsubscribe { channel: channel(root)? },
-        "publish" => {
-            Command::Publish { channel: channel(root)?, data: data(root)?, idempotency_key: idempotency_key(root)? }
-        }
-        "ping" => Command::Ping,
-        "presence" => Command::Presence { channel: channel(root)? },
-        "history" => Command::History {
-            channel: channel(root)?,
-            limit: optional_u32(root, "limit")?,
-            since: position(root, "since")?,
-        },
-        "echo" => Command::Echo { data: data(root)? },
-        "status" => Command::Status,
-        other if other.len() > MAX_TYPE_LEN => return Err(DecodeError::TypeTooLong),
-        other => Command::Custom { kind: other.into() },
-    })
-}
+impl Fields<'_> {
+    fn command(&self) -> Result<Command, DecodeError> {
+        let kind = self.kind.ok_or(DecodeError::Missing("type"))?;
+        let kind = string(kind).ok_or(DecodeError::WrongType { field: "type", expected: "a string" })?;
+        Ok(match &*kind {
+            "subscribe" => Command::Subscribe { channel: self.channel()?, recover: position(self.recover, "recover")? },
+            "unsubscribe" => Command::Unsubscribe { channel: self.channel()? },
+            "publish" => Command::Publish {
+                channel: self.channel()?,
+                data: self.data()?,
+                idempotency_key: self.idempotency_key()?,
+            },
+            "ping" => Command::Ping,
+            "presence" => Command::Presence { channel: self.channel()? },
+            "history" => Command::History {
+                channel: self.channel()?,
+                limit: optional_u32(self.limit, "limit")?,
+                since: position(self.since, "since")?,
+            },
+            "echo" => Command::Echo { data: self.data()? },
+            "status" => Command::Status,
+            other if other.len() > MAX_TYPE_LEN => return Err(DecodeError::TypeTooLong),
+            other => Command::Custom { kind: other.into() },
+        })
+    }
 
-fn idempotency_key(root: Value<'_, '_>) -> Result<Option<Box<str>>, DecodeError> {
-    const WRONG: DecodeError =
-        DecodeError::WrongType { field: "idempotency_key", expected: "a string of 1 to 64 bytes" };
-    match root.get("idempotency_key") {
-        None => Ok(None),
-        Some(v) if v.is_null() => Ok(None),
-        Some(v) => match v.as_str() {
+    fn channel(&self) -> Result<ChannelName, DecodeError> {
+        let raw = self.channel.ok_or(DecodeError::Missing("channel"))?;
+        let s = string(raw).ok_or(DecodeError::WrongType { field: "channel", expected: "a string" })?;
+        ChannelName::new(&s).map_err(DecodeError::BadChannel)
+    }
+
+    /// `data` exactly as the client wrote it; serde_json and [`json::check`] have validated it.
+    fn data(&self) -> Result<Json, DecodeError> {
+        let raw = self.data.ok_or(DecodeError::Missing("data"))?;
+        Ok(Json::from_trusted(Bytes::copy_from_slice(raw.get().as_bytes())))
+    }
+
+    fn idempotency_key(&self) -> Result<Option<Box<str>>, DecodeError> {
+        const WRONG: DecodeError =
+            DecodeError::WrongType { field: "idempotency_key", expected: "a string of 1 to 64 bytes" };
+        let Some(raw) = present(self.idempotency_key) else { return Ok(None) };
+        match string(raw) {
             Some(s) if !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY_LEN => Ok(Some(s.into())),
             _ => Err(WRONG),
-        },
+        }
     }
 }
 
-fn channel(root: Value<'_, '_>) -> Result<ChannelName, DecodeError> {
-    let v = root.get("channel").ok_or(DecodeError::Missing("channel"))?;
-    let s = v.as_str().ok_or(DecodeError::WrongType { field: "channel", expected: "a string" })?;
-    ChannelName::new(s).map_err(DecodeError::BadChannel)
+fn optional_u32(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u32>, DecodeError> {
+    let Some(raw) = present(raw) else { return Ok(None) };
+    raw.get().parse::<u32>().map(Some).map_err(|_| DecodeError::WrongType { field, expected: "a non-negative integer" })
 }
 
-fn data(root: Value<'_, '_>) -> Result<Json, DecodeError> {
-    let v = root.get("data").ok_or(DecodeError::Missing("data"))?;
-    let mut out = Vec::with_capacity(64);
-    // Writing into a Vec cannot fail; the tape was depth-checked, so the
-    // writer's recursion is bounded.
-    v.write(&mut out).map_err(|_| DecodeError::NotJson)?;
-    Ok(Json::from_trusted(Bytes::from(out)))
-}
-
-fn optional_u32(root: Value<'_, '_>, field: &'static str) -> Result<Option<u32>, DecodeError> {
-    match root.get(field) {
-        None => Ok(None),
-        Some(v) if v.is_null() => Ok(None),
-        Some(v) => v.as_u32().map(Some).ok_or(DecodeError::WrongType { field, expected: "a non-negative integer" }),
+fn position(raw: Option<&RawValue>, field: &'static str) -> Result<Option<StreamPosition>, DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        epoch: Cow<'a, str>,
+        offset: u64,
     }
-}
-
-fn position(root: Value<'_, '_>, field: &'static str) -> Result<Option<StreamPosition>, DecodeError> {
-    let Some(v) = root.get(field) else { return Ok(None) };
-    if v.is_null() {
-        return Ok(None);
-    }
-    let expected = "an object with string `epoch` and integer `offset`";
-    let wrong = DecodeError::WrongType { field, expected };
-    if v.as_object().is_none() {
+    let Some(raw) = present(raw) else { return Ok(None) };
+    let wrong = DecodeError::WrongType { field, expected: "an object with string `epoch` and integer `offset`" };
+    if !raw.get().starts_with('{') {
         return Err(wrong);
     }
-    let epoch = v.get("epoch").and_then(ValueIntoString::into_string).ok_or(wrong)?;
-    let offset = v.get("offset").and_then(|o| o.as_u64()).ok_or(wrong)?;
-    if epoch.len() > MAX_ID_LEN {
+    let pos: Raw<'_> = serde_json::from_str(raw.get()).map_err(|_| wrong)?;
+    if pos.epoch.len() > MAX_ID_LEN {
         return Err(wrong);
     }
-    Ok(Some(StreamPosition { epoch: epoch.to_owned(), offset }))
+    Ok(Some(StreamPosition { epoch: pos.epoch.into_owned(), offset: pos.offset }))
 }

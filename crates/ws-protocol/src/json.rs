@@ -1,9 +1,9 @@
-//! `Json`: an already-validated JSON text held as shared bytes, and the depth check.
+//! `Json`: an already-validated JSON text held as shared bytes, and the checks every such text passes.
 
 use std::fmt;
 
 use bytes::Bytes;
-use simd_json::Node;
+use serde_json::value::RawValue;
 
 use crate::error::DecodeError;
 
@@ -11,15 +11,20 @@ use crate::error::DecodeError;
 /// given to [`Json::parse`], or a field of a command frame (the frame's own
 /// top-level object does not count, so every [`Json`] fits in a `publish`).
 ///
-/// Deeper input is refused with [`DecodeError::TooDeep`] before anything walks
-/// it recursively, so a hostile frame cannot exhaust a thread's stack.
+/// Deeper input is refused with [`DecodeError::TooDeep`]. Nothing in this crate walks a value recursively:
+/// serde_json skips and captures values with an explicit stack, and [`check`] counts brackets.
 pub const MAX_DEPTH: usize = 64;
 
 /// One JSON value as UTF-8 text, known to be valid.
 ///
-/// It is the `data` of publications and echoes: decoded once from the client's
-/// frame and spliced verbatim into every frame that carries it, so fan-out never
-/// re-encodes it. Cloning is cheap (it shares the bytes).
+/// It is the `data` of publications and echoes: taken from the client's frame
+/// byte for byte (numbers of any size or precision, escapes, key order and
+/// whitespace inside the value are kept as sent) and spliced verbatim into every
+/// frame that carries it, so fan-out never re-encodes it. Cloning is cheap (it
+/// shares the bytes).
+///
+/// Valid means: RFC 8259 JSON, UTF-8, no `\u` escape that is half of a surrogate
+/// pair, and no deeper than [`MAX_DEPTH`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Json(Bytes);
 
@@ -30,15 +35,16 @@ impl Json {
         Self(Bytes::from_static(b"null"))
     }
 
-    /// Validates `text` as one JSON value no deeper than [`MAX_DEPTH`].
+    /// Validates `text` as one JSON value no deeper than [`MAX_DEPTH`], and keeps it as it is.
     ///
     /// # Errors
     /// [`DecodeError::NotJson`] or [`DecodeError::TooDeep`].
     pub fn parse(text: impl Into<Bytes>) -> Result<Self, DecodeError> {
         let text = text.into();
-        let mut scratch = text.to_vec();
-        let tape = simd_json::to_tape(&mut scratch).map_err(|e| parse_error(&e))?;
-        check_depth(&tape.0)?;
+        let s = std::str::from_utf8(&text).map_err(|_| DecodeError::NotJson)?;
+        // Capturing a raw value validates it without building it (and without recursion).
+        serde_json::from_str::<&RawValue>(s).map_err(|_| DecodeError::NotJson)?;
+        check(&text)?;
         Ok(Self(text))
     }
 
@@ -116,39 +122,70 @@ impl serde::Serialize for Json {
 
 impl<'de> serde::Deserialize<'de> for Json {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Raw values need serde_json's deserializer; simd-json has no raw-value support.
-        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        // A raw value keeps the text as sent; serde_json validated it, the depth and surrogates are ours.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        check(raw.get().as_bytes()).map_err(serde::de::Error::custom)?;
         Ok(Self(Bytes::from(raw.get().to_owned())))
     }
 }
 
-/// Maps a simd-json failure: its own depth limit (1024) trips before
-/// [`check_depth`] can run on very deep input, and that is still [`DecodeError::TooDeep`].
-pub(crate) fn parse_error(e: &simd_json::Error) -> DecodeError {
-    match e.error() {
-        simd_json::ErrorType::DepthLimitExceeded => DecodeError::TooDeep,
-        _ => DecodeError::NotJson,
+/// Checks what serde_json's validation of a raw value leaves open: nesting deeper than [`MAX_DEPTH`], and
+/// `\u` escapes that are half of a surrogate pair (serde_json skips escapes without decoding them, and such a
+/// string is not Unicode: many decoders refuse it). `text` must already be valid JSON syntax.
+///
+/// One pass, no recursion: strings are skipped, brackets counted.
+pub(crate) fn check(text: &[u8]) -> Result<(), DecodeError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DecodeError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => i = skip_string(text, i + 1)?,
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// From just after an opening quote, returns the index of the closing quote, refusing lone surrogates.
+fn skip_string(text: &[u8], mut i: usize) -> Result<usize, DecodeError> {
+    // A high surrogate must be followed at once by a low one.
+    let mut want_low = false;
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', text.get(i..).unwrap_or_default()).ok_or(DecodeError::NotJson)?;
+        if want_low && at != i {
+            return Err(DecodeError::NotJson);
+        }
+        if text[at] == b'"' {
+            return if want_low { Err(DecodeError::NotJson) } else { Ok(at) };
+        }
+        if text.get(at + 1) != Some(&b'u') {
+            if want_low {
+                return Err(DecodeError::NotJson);
+            }
+            i = at + 2;
+            continue;
+        }
+        let unit = hex4(text.get(at + 2..at + 6)).ok_or(DecodeError::NotJson)?;
+        want_low = match (want_low, unit) {
+            (false, 0xD800..=0xDBFF) => true,
+            (true, 0xDC00..=0xDFFF) | (false, 0x0000..=0xD7FF | 0xE000..=0xFFFF) => false,
+            _ => return Err(DecodeError::NotJson),
+        };
+        i = at + 6;
     }
 }
 
-/// Refuses tapes that nest arrays or objects deeper than [`MAX_DEPTH`], without recursion.
-pub(crate) fn check_depth(tape: &[Node<'_>]) -> Result<(), DecodeError> {
-    // `ends` holds, for each open container, the tape index just past its last node.
-    let mut ends = [0usize; MAX_DEPTH];
-    let mut depth = 0usize;
-    for (i, node) in tape.iter().enumerate() {
-        while depth > 0 && ends[depth - 1] <= i {
-            depth -= 1;
-        }
-        if let Node::Array { count, .. } | Node::Object { count, .. } = node {
-            if depth == MAX_DEPTH {
-                return Err(DecodeError::TooDeep);
-            }
-            ends[depth] = i + count + 1;
-            depth += 1;
-        }
-    }
-    Ok(())
+fn hex4(digits: Option<&[u8]>) -> Option<u16> {
+    let text = std::str::from_utf8(digits?).ok()?;
+    u16::from_str_radix(text, 16).ok()
 }
 
 #[cfg(test)]

@@ -1,9 +1,16 @@
 //! Wire types and the JSON codec of the ws-hub protocol, version 1.
 //!
-//! This crate does no IO. Client commands are decoded with simd-json into
-//! [`ClientFrame`]s whose errors map onto the protocol's error codes and name the
-//! field at fault; server messages are encoded straight into [`bytes::Bytes`],
-//! once, so a publication's frame can be shared by every subscriber.
+//! This crate does no IO. Client commands are decoded into [`ClientFrame`]s whose
+//! errors map onto the protocol's error codes and name the field at fault; server
+//! messages are encoded straight into [`bytes::Bytes`], once, so a publication's
+//! frame can be shared by every subscriber.
+//!
+//! A command's `data` is never re-encoded: after validation (JSON, Unicode, at most
+//! [`MAX_DEPTH`] levels deep) it is passed on byte for byte as the publisher wrote
+//! it, from a client's frame or a backend's API request alike, so integers beyond
+//! 64 bits, `1e400`, escapes and key order reach every subscriber unchanged.
+//! (simd-json is not used for this reason: it refuses numbers outside the 64-bit
+//! and `f64` ranges, and it would have to re-encode what it parsed.)
 //!
 //! ```
 //! use ws_protocol::{ChannelName, ClientFrame, Command, Json, ServerMessage, encode_message};

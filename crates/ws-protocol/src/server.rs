@@ -351,8 +351,7 @@ impl ServerMessage {
 
     /// Decodes a server frame (for clients).
     ///
-    /// This path uses serde_json rather than simd-json because it keeps each
-    /// `data` as raw text, which simd-json cannot do.
+    /// Each `data` is kept as the raw text the server sent.
     ///
     /// # Errors
     /// When the frame is not a message of this protocol; the error says which field is wrong.

@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 use ws_protocol::{
-    encode_message, ChannelName, ClientFrame, ClientInfo, Command, CommandId, ErrorCode, Json, Publication,
-    ServerMessage, StreamPosition, UnsubscribeReason, MAX_CHANNEL_LEN, MAX_DEPTH, MAX_ID_LEN, MAX_TYPE_LEN,
-    PROTOCOL_VERSION,
+    encode_message, ChannelName, ClientFrame, ClientInfo, Command, CommandId, DecodeError, ErrorCode, Json,
+    Publication, ServerMessage, StreamPosition, UnsubscribeReason, MAX_CHANNEL_LEN, MAX_DEPTH, MAX_ID_LEN,
+    MAX_TYPE_LEN, PROTOCOL_VERSION,
 };
 
 fn ch(name: &str) -> ChannelName {
@@ -46,8 +46,7 @@ fn ids() -> Vec<Option<CommandId>> {
     ]
 }
 
-/// Payloads in the form the decoder writes them (compact, escapes as simd-json
-/// writes them), so that `decode(encode(frame))` is byte-identical.
+/// Payloads of every shape; the decoder keeps them byte for byte, so `decode(encode(frame))` is identical.
 fn data_shapes() -> Vec<Json> {
     let mut shapes: Vec<Json> = [
         "null",
@@ -132,24 +131,56 @@ fn every_client_command_round_trips() {
 }
 
 #[test]
-fn payloads_keep_their_meaning_when_written_differently() {
-    // The decoder re-writes `data` compactly; the value must stay the same.
+fn data_goes_out_byte_for_byte_as_the_client_wrote_it() {
+    // Numbers beyond 64 bits or f64, escapes, spacing and key order inside the value: all kept as sent.
     let table = [
-        (r#"{ "a" : [ 1 , 2 ] }"#, r#"{"a":[1,2]}"#),
-        (r#""\u00e9\ud83d\ude00""#, r#""é😀""#),
-        (r#""\/""#, r#""/""#),
-        ("1e3", "1000.0"),
-        (" null ", "null"),
-        (r#"{"b":1,"a":2}"#, r#"{"b":1,"a":2}"#),
+        r#"{ "a" : [ 1 , 2 ] }"#,
+        r#""\u00e9\ud83d\ude00""#,
+        r#""\/""#,
+        "1e3",
+        "1E+2",
+        "1e400",
+        "-1e-400",
+        "123456789012345678901234567890",
+        "-123456789012345678901234567890.123456789012345678901234567890",
+        "0.1000000000000000055511151231257827021181583404541015625",
+        r#"{"b":1,"a":2}"#,
+        r#"{"a":1,"a":2}"#,
+        "[\n\t1\r\n]",
     ];
-    for (sent, written) in table {
-        let frame = format!(r#"{{"type":"publish","channel":"c","data":{sent}}}"#);
-        let decoded = ClientFrame::decode(frame.as_bytes()).unwrap_or_else(|e| panic!("{frame}: {e:?}"));
-        let Command::Publish { data, .. } = decoded.command else { panic!("{frame}: not a publish") };
-        assert_eq!(data.as_str(), written, "{frame}");
-        let sent_value: Value = serde_json::from_str(sent).unwrap();
-        let written_value: Value = serde_json::from_slice(data.as_bytes()).unwrap();
-        assert_eq!(written_value, sent_value, "{frame}");
+    for sent in table {
+        for frame in [
+            format!(r#"{{"type":"publish","channel":"c","data":{sent}}}"#),
+            format!(r#"{{"type":"publish","channel":"c","data" :  {sent}  ,"id":1}}"#),
+        ] {
+            let decoded = ClientFrame::decode(frame.as_bytes()).unwrap_or_else(|e| panic!("{frame}: {e:?}"));
+            let Command::Publish { channel, data, .. } = decoded.command else { panic!("{frame}: not a publish") };
+            assert_eq!(data.as_str(), sent, "{frame}");
+            let out = encode_message(&channel, 1, None, &data);
+            let expected = format!(r#"{{"type":"message","channel":"c","offset":1,"data":{sent}}}"#);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        }
+        assert_eq!(Json::parse(sent.to_owned()).map(|j| j.as_str().to_owned()), Ok(sent.to_owned()));
+        // The API path: a body deserialized with serde keeps it too.
+        #[derive(serde::Deserialize)]
+        struct Body {
+            data: Json,
+        }
+        let parsed: Body = serde_json::from_str(&format!(r#"{{"data": {sent} }}"#)).unwrap();
+        assert_eq!(parsed.data.as_str(), sent);
+    }
+}
+
+#[test]
+fn strings_that_are_not_unicode_are_refused() {
+    for bad in [r#""\ud800""#, r#""\udc00""#, r#""\ud800x""#, r#""\ud800\u0041""#, r#"{"\udbff":1}"#, r#"["a\ud83d"]"#]
+    {
+        assert_eq!(Json::parse(bad.to_owned()), Err(DecodeError::NotJson), "{bad}");
+        let frame = format!(r#"{{"type":"publish","id":1,"channel":"c","data":{bad}}}"#);
+        assert_eq!(ClientFrame::decode(frame.as_bytes()).map_err(|e| e.error), Err(DecodeError::NotJson), "{frame}");
+    }
+    for good in [r#""\ud83d\ude00""#, r#""\uDBFF\uDFFF""#, r#""\u0000\\ud800""#] {
+        assert!(Json::parse(good.to_owned()).is_ok(), "{good}");
     }
 }
 

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{config, http, next_json, send_json, start, ws_connect};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "test-api-key";
 
@@ -160,5 +162,73 @@ async fn user_channels_are_reachable_percent_encoded() {
     assert_eq!(r.json()["clients"].as_array().unwrap().len(), 1);
     let r = http(server.addr, "GET", "/api/history/h:inbox%2342", &[AUTH], b"").await;
     assert_eq!(r.json()["messages"][0]["data"], "hi");
+    server.shutdown().await.unwrap();
+}
+
+/// The next text frame as it came off the wire (skipping pings and pongs).
+async fn next_text(ws: &mut common::Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        match msg {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn data_reaches_subscribers_byte_for_byte_from_a_client_and_from_the_api() {
+    let server = start(api_config()).await;
+    let mut sub = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    let mut publisher = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    next_json(&mut sub).await;
+    next_json(&mut publisher).await;
+    send_json(&mut sub, json!({"type":"subscribe","channel":"h:raw"})).await;
+    assert_eq!(next_json(&mut sub).await["type"], "subscribed");
+    // Numbers no 64-bit type holds, escapes, spacing and key order: a re-encoding would change each of them.
+    let data = r#"{"z": 123456789012345678901234567890, "f":1e400,"s":"\u00e9\/\n", "a" :[ 1.0 ,-0.0]}"#;
+    let expected = format!(r#"{{"type":"message","channel":"h:raw","offset":1,"data":{data}}}"#);
+    let frame = format!(r#"{{"type":"publish","channel":"h:raw","data":{data}}}"#);
+    publisher.send(Message::Text(frame.into())).await.unwrap();
+    assert_eq!(next_text(&mut sub).await, expected);
+
+    let body = format!(r#"{{"channel":"h:raw","data":{data}}}"#);
+    let r = http(server.addr, "POST", "/api/publish", &[AUTH], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(next_text(&mut sub).await, expected.replace(r#""offset":1"#, r#""offset":2"#));
+    // History hands both back unchanged.
+    let r = http(server.addr, "GET", "/api/history/h:raw", &[AUTH], b"").await;
+    assert_eq!(r.text().matches(data).count(), 2, "{}", r.text());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_depth_limit_applies_to_the_api_as_to_clients() {
+    let mut c = api_config();
+    c.api.max_body_bytes = 65536;
+    let server = start(c).await;
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let body = format!(r#"{{"channel":"news","data":{}}}"#, nested(ws_protocol::MAX_DEPTH));
+    assert_eq!(http(server.addr, "POST", "/api/publish", &[AUTH], body.as_bytes()).await.status, 200);
+    for depth in [ws_protocol::MAX_DEPTH + 1, 10_000] {
+        let body = format!(r#"{{"channel":"news","data":{}}}"#, nested(depth));
+        let r = http(server.addr, "POST", "/api/publish", &[AUTH], body.as_bytes()).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.json()["message"].as_str().unwrap().contains("deeper than 64"), "{}", r.text());
+        let body = format!(r#"{{"channels":["news"],"data":{}}}"#, nested(depth));
+        assert_eq!(http(server.addr, "POST", "/api/broadcast", &[AUTH], body.as_bytes()).await.status, 400);
+    }
+    let mut ws = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    next_json(&mut ws).await;
+    let frame = format!(r#"{{"type":"publish","id":9,"channel":"news","data":{}}}"#, nested(65));
+    ws.send(Message::Text(frame.into())).await.unwrap();
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str(), reply["id"].as_i64()),
+        (Some("error"), Some("bad_request"), Some(9))
+    );
+    let r = http(server.addr, "GET", "/api/stats", &[AUTH], b"").await;
+    assert_eq!(r.json()["publications"], 1);
     server.shutdown().await.unwrap();
 }
