@@ -27,6 +27,10 @@ impl Conn for CountingConn {
         self.sent.fetch_add(1, Relaxed);
         Ok(())
     }
+    fn try_send_all(&self, frames: &[Bytes]) -> Result<(), SendError> {
+        self.sent.fetch_add(frames.len() as u64, Relaxed);
+        Ok(())
+    }
     fn close(&self, _code: u16, _reason: &str) {}
 }
 

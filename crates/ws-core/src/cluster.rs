@@ -307,13 +307,13 @@ impl Hub {
             }
             if state.subscribers.contains(entry.id()) {
                 // Already subscribed: everything since was delivered live.
-                let result = Subscribed {
+                let mut result = Subscribed {
                     epoch: state.epoch.to_string(),
                     offset: state.offset,
                     recovered: recover.map(|_| true),
                     missed: recover.map(|_| 0),
                 };
-                self.send_subscribed(entry, channel, reply, &result);
+                self.send_subscribed(&entry.conn, channel, reply, &mut result, Vec::new());
                 break (Arc::clone(&ch), Ok(Some(result)));
             }
             let was_wanted = !state.subscribers.is_empty() || cluster.pending();
@@ -426,31 +426,11 @@ impl Hub {
             }
         }
         let recovered = recover.map(|pos| *pos.epoch == *state.epoch && pos.offset == top);
-        let result =
+        let mut result =
             Subscribed { epoch: state.epoch.to_string(), offset: top, recovered, missed: recovered.map(|_| 0) };
-        self.send_subscribed(entry, &ch.name, reply, &result);
+        self.send_subscribed(&entry.conn, &ch.name, reply, &mut result, Vec::new());
         self.add_subscriber(ch, state, entry, after);
         Some(result)
-    }
-
-    fn send_subscribed(
-        &self,
-        entry: &ConnEntry,
-        channel: &ChannelName,
-        reply: Option<Option<CommandId>>,
-        result: &Subscribed,
-    ) {
-        if let Some(id) = reply {
-            let msg = ServerMessage::Subscribed {
-                id,
-                channel: channel.clone(),
-                epoch: result.epoch.clone(),
-                offset: result.offset,
-                recovered: result.recovered,
-                missed: result.missed,
-            };
-            self.reply_conn(&entry.conn, &msg);
-        }
     }
 
     fn add_subscriber(&self, ch: &Channel, state: &mut ChannelState, entry: &ConnEntry, after: &mut After) {
@@ -623,16 +603,13 @@ impl Hub {
                 };
                 let limits = (self.inner.config.max_recovery_messages, self.inner.config.max_recovery_bytes);
                 let replay = replay.filter(|frames| crate::subscriptions::fits(frames, limits));
-                let result = Subscribed {
+                let mut result = Subscribed {
                     epoch: state.epoch.to_string(),
                     offset: state.offset,
                     recovered: Some(replay.is_some()),
                     missed: Some(replay.as_ref().map_or(0, |f| f.len() as u64)),
                 };
-                self.send_subscribed(&r.entry, channel, r.reply, &result);
-                for frame in replay.unwrap_or_default() {
-                    let _ = self.deliver_one(&r.entry.conn, frame, ch.policy.slow_consumer);
-                }
+                self.send_subscribed(&r.entry.conn, channel, r.reply, &mut result, replay.unwrap_or_default());
                 self.add_subscriber(&ch, state, &r.entry, &mut after);
             }
         }

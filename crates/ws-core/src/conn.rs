@@ -64,7 +64,10 @@ pub enum SendError {
 /// - [`Conn::close`] is idempotent and safe to call concurrently with `try_send`
 ///   and with itself: the first call wins, later calls do nothing. It does not
 ///   wait for the close to happen; it aborts a write in flight.
-/// - After `close`, `try_send` reports `Closed`.
+/// - [`Conn::try_send_all`] queues several frames as one unit: all of them, in order, or none.
+///   The hub uses it for a `subscribed` reply and the replay it promises, so a recovery is
+///   either delivered whole or not promised at all (`recovered: false`).
+/// - After `close`, `try_send` and `try_send_all` report `Closed`.
 /// - Once the connection has ended, the transport calls `Hub::unregister`.
 pub trait Conn: Send + Sync + 'static {
     /// The id the hub gave this connection.
@@ -76,6 +79,16 @@ pub trait Conn: Send + Sync + 'static {
     /// [`SendError::Full`] when the bounded queue is full, [`SendError::Closed`]
     /// when the connection is closed.
     fn try_send(&self, frame: Bytes) -> Result<(), SendError>;
+
+    /// Queues every frame of `frames`, in order, or none of them; never blocks.
+    ///
+    /// The frames go in only when the queue's free space takes all of them at this moment (by its message
+    /// and byte bounds), and nothing else can be queued between them.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when they do not all fit (nothing was queued), [`SendError::Closed`] when the
+    /// connection is closed.
+    fn try_send_all(&self, frames: &[Bytes]) -> Result<(), SendError>;
 
     /// Closes the connection with a WebSocket close code and reason; idempotent.
     fn close(&self, code: u16, reason: &str);

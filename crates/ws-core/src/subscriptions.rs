@@ -7,10 +7,11 @@ use bytes::Bytes;
 use ws_protocol::{ChannelName, CommandId, ErrorCode, ServerMessage, StreamPosition};
 
 use crate::channel::{Channel, Subscriber};
-use crate::conn::ConnId;
+use crate::conn::{Conn, ConnId, SendError};
 use crate::connections::ConnEntry;
 use crate::hub::{CommandError, Hub};
 use crate::namespace::NamespaceConfig;
+use crate::stats::DropReason;
 
 /// The result of a subscribe: what the `subscribed` reply says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,34 +144,21 @@ impl Hub {
                 Some(_) if !added => (Some(true), Vec::new()),
                 Some(pos) if policy.history_size > 0 && *pos.epoch == *state.epoch => {
                     match state.history.frames_after(pos.offset, state.offset) {
-                        // A replay that would overflow the connection's queue is refused whole: the client
-                        // reloads its state instead of losing part of it or being closed as a slow consumer.
+                        // A replay over the configured limits is refused whole: the client reloads its state
+                        // instead of losing part of it. What the queue has room for is checked when it is sent.
                         Some(frames) if pos.offset <= state.offset && fits(&frames, limits) => (Some(true), frames),
                         _ => (Some(false), Vec::new()),
                     }
                 }
                 Some(_) => (Some(false), Vec::new()),
             };
-            let result = Subscribed {
+            let mut result = Subscribed {
                 epoch: state.epoch.to_string(),
                 offset: state.offset,
                 recovered,
                 missed: recovered.map(|_| replay.len() as u64),
             };
-            if let Some(reply_id) = reply {
-                let msg = ServerMessage::Subscribed {
-                    id: reply_id,
-                    channel: channel.clone(),
-                    epoch: result.epoch.clone(),
-                    offset: result.offset,
-                    recovered: result.recovered,
-                    missed: result.missed,
-                };
-                let _ = self.deliver_one(&entry.conn, msg.encode(), policy.slow_consumer);
-                for frame in replay {
-                    let _ = self.deliver_one(&entry.conn, frame, policy.slow_consumer);
-                }
-            }
+            self.send_subscribed(&entry.conn, channel, reply, &mut result, replay);
             if added && policy.join_leave {
                 let frame = ServerMessage::Join { channel: channel.clone(), client: entry.client_info() }.encode();
                 self.fan_out(&state, &frame, policy.slow_consumer);
@@ -200,6 +188,59 @@ impl Hub {
         };
         if now_empty {
             self.inner.channels.remove_if_idle(&ch);
+        }
+    }
+}
+
+impl Hub {
+    /// Sends the `subscribed` reply (when the command wants one) and the replay it promises as one unit: the
+    /// connection's queue takes every frame at this moment, or the replay is given up and the reply says
+    /// `recovered: false` (`result` is updated to match). So a recovery is never promised and then cut short
+    /// by a full queue, whatever the namespace's slow-consumer policy.
+    ///
+    /// The reply itself is never dropped: a client would wait for it forever. When even it does not fit,
+    /// the connection is a slow consumer and is closed with 4000, under the `drop` policy too.
+    pub(crate) fn send_subscribed(
+        &self,
+        conn: &Arc<dyn Conn>,
+        channel: &ChannelName,
+        reply: Option<Option<CommandId>>,
+        result: &mut Subscribed,
+        replay: Vec<Bytes>,
+    ) {
+        let Some(id) = reply else { return };
+        let encode = |result: &Subscribed| {
+            ServerMessage::Subscribed {
+                id: id.clone(),
+                channel: channel.clone(),
+                epoch: result.epoch.clone(),
+                offset: result.offset,
+                recovered: result.recovered,
+                missed: result.missed,
+            }
+            .encode()
+        };
+        let stats = &self.inner.stats;
+        if !replay.is_empty() {
+            let mut frames = Vec::with_capacity(replay.len() + 1);
+            frames.push(encode(result));
+            frames.extend(replay);
+            match conn.try_send_all(&frames) {
+                Ok(()) => return stats.messages_out.add(frames.len() as u64),
+                Err(SendError::Closed) => return stats.drop(DropReason::Closed, frames.len() as u64),
+                Err(SendError::Full) => {
+                    result.recovered = Some(false);
+                    result.missed = Some(0);
+                }
+            }
+        }
+        match conn.try_send(encode(result)) {
+            Ok(()) => stats.messages_out.add(1),
+            Err(SendError::Closed) => stats.drop(DropReason::Closed, 1),
+            Err(SendError::Full) => {
+                stats.drop(DropReason::SlowConsumer, 1);
+                conn.close(ws_protocol::close::SLOW_CONSUMER, "slow consumer");
+            }
         }
     }
 }

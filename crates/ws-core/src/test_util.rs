@@ -66,7 +66,7 @@ impl RecordingConn {
         self.id
     }
 
-    /// Takes every queued frame.
+    /// Takes every queued frame: the client read them, and the queue has room again.
     pub fn drain(&self) -> Vec<Bytes> {
         self.queue.lock().drain(..).collect()
     }
@@ -105,6 +105,18 @@ impl Conn for RecordingConn {
             return Err(SendError::Full);
         }
         q.push_back(frame);
+        Ok(())
+    }
+
+    fn try_send_all(&self, frames: &[Bytes]) -> Result<(), SendError> {
+        if self.closed.lock().is_some() {
+            return Err(SendError::Closed);
+        }
+        let mut q = self.queue.lock();
+        if frames.len() > self.capacity.saturating_sub(q.len()) {
+            return Err(SendError::Full);
+        }
+        q.extend(frames.iter().cloned());
         Ok(())
     }
 

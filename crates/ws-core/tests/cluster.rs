@@ -242,6 +242,35 @@ fn recovery_merges_the_read_range_with_live_messages_that_arrive_meanwhile() {
 }
 
 #[test]
+fn a_clustered_recovery_is_promised_only_when_the_queue_has_room_for_it_now() {
+    let (broker, hub) = setup();
+    let a = connect(&hub);
+    hub.handle_text(a.id(), br#"{"type":"subscribe","channel":"x"}"#);
+    broker.confirm(&ch("x"));
+    for _ in 0..4 {
+        hub.publish(&ch("x"), ws_protocol::Json::null());
+    }
+    broker.run();
+    broker.deliver(0, 4);
+    // b has room for 3 frames: the reply and 4 replayed messages do not fit.
+    let b = RecordingConn::with_capacity(hub.next_conn_id(), 3);
+    hub.register(b.clone(), Identity::anonymous(), None).unwrap();
+    hub.handle_text(b.id(), br#"{"type":"subscribe","id":1,"channel":"x","recover":{"epoch":"e1","offset":0}}"#);
+    broker.run();
+    let got = b.messages();
+    assert!(
+        matches!(&got[..], [ServerMessage::Subscribed { recovered: Some(false), missed: Some(0), offset: 4, .. }]),
+        "{got:?}"
+    );
+    assert!(b.closed().is_none());
+    // Subscribed all the same: live messages follow.
+    hub.publish(&ch("x"), ws_protocol::Json::null());
+    broker.run();
+    broker.deliver(0, 1);
+    assert_eq!(offsets(&b.messages()), [5]);
+}
+
+#[test]
 fn while_the_broker_is_down_commands_answer_unavailable() {
     let (broker, hub) = setup();
     let a = connect(&hub);

@@ -473,6 +473,56 @@ fn recovery_too_large_for_the_queue_is_refused_whole() {
 }
 
 #[test]
+fn a_replay_is_promised_only_when_the_queue_has_room_for_it_now() {
+    for policy in [SlowConsumerPolicy::Disconnect, SlowConsumerPolicy::DropMessage] {
+        let ns = Namespaces::default().with("h", NamespaceConfig::default().history(100, 60_000).slow_consumer(policy));
+        let sim = sim_with(ns);
+        let (keeper, publisher) = (sim.connect(), sim.connect());
+        let ServerMessage::Subscribed { epoch, .. } =
+            only(sim.request(&keeper, r#"{"type":"subscribe","channel":"h:x"}"#))
+        else {
+            panic!()
+        };
+        publish_n(&sim, &publisher, "h:x", 4);
+        // Within every static limit, but this queue holds 5 frames and 2 are already waiting: the reply and
+        // 4 replayed messages do not fit now.
+        let busy = sim.connect_as(Identity::anonymous(), 5);
+        sim.request(&busy, r#"{"type":"subscribe","channel":"other"}"#);
+        publish_n(&sim, &publisher, "other", 1);
+        sim.send(
+            &busy,
+            &format!(r#"{{"type":"subscribe","channel":"h:x","recover":{{"epoch":"{epoch}","offset":0}}}}"#),
+        );
+        let got = busy.messages();
+        assert_eq!(got.len(), 2, "{policy:?}: {got:?}");
+        assert!(
+            matches!(got[1], ServerMessage::Subscribed { recovered: Some(false), missed: Some(0), offset: 4, .. }),
+            "{policy:?}: no recovery promised: {got:?}"
+        );
+        assert!(busy.closed().is_none(), "{policy:?}");
+        // With the queue read, the same request fits and is replayed whole.
+        sim.request(&busy, r#"{"type":"unsubscribe","channel":"h:x"}"#);
+        let got = sim.request(
+            &busy,
+            &format!(r#"{{"type":"subscribe","channel":"h:x","recover":{{"epoch":"{epoch}","offset":1}}}}"#),
+        );
+        assert!(matches!(got[0], ServerMessage::Subscribed { recovered: Some(true), missed: Some(3), .. }), "{got:?}");
+        assert_eq!(got.len(), 4, "{policy:?}");
+    }
+}
+
+#[test]
+fn a_subscribed_reply_is_never_dropped_even_under_the_drop_policy() {
+    let ns =
+        Namespaces::default().with("lossy", NamespaceConfig::default().slow_consumer(SlowConsumerPolicy::DropMessage));
+    let sim = sim_with(ns);
+    let full = sim.connect_as(Identity::anonymous(), 1);
+    sim.send(&full, r#"{"type":"echo","data":1}"#);
+    sim.send(&full, r#"{"type":"subscribe","id":7,"channel":"lossy:x"}"#);
+    assert_eq!(full.closed(), Some((4000, "slow consumer".into())), "a reply that cannot be queued closes");
+}
+
+#[test]
 fn resubscribing_with_recover_replays_nothing_already_delivered() {
     let sim = history_sim();
     let (a, publisher) = (sim.connect(), sim.connect());

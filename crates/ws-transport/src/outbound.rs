@@ -90,17 +90,28 @@ impl Outbound {
     /// Queues an item; never blocks. A single item larger than the byte bound is accepted into an empty queue,
     /// so a big message does not make a connection a slow consumer by itself.
     pub(crate) fn push(&self, item: Item) -> Result<(), SendError> {
+        self.push_all(std::iter::once(item))
+    }
+
+    /// Queues every item or none: all of them must fit in the bounds' free space now (one item alone may
+    /// exceed the byte bound in an empty queue, as with [`Self::push`]).
+    pub(crate) fn push_all(&self, items: impl ExactSizeIterator<Item = Item> + Clone) -> Result<(), SendError> {
         let waker = {
             let mut state = self.state.lock();
             if state.close.is_some() {
                 return Err(SendError::Closed);
             }
-            let len = item.len();
+            let count = items.len();
+            if count == 0 {
+                return Ok(());
+            }
+            let len: usize = items.clone().map(|item| item.len()).sum();
             let empty = state.queue.is_empty();
-            if !empty && (state.queue.len() >= self.max_messages || state.bytes + len > self.max_bytes) {
+            let alone = empty && count == 1;
+            if !alone && (state.queue.len() + count > self.max_messages || state.bytes + len > self.max_bytes) {
                 return Err(SendError::Full);
             }
-            state.queue.push_back(item);
+            state.queue.extend(items);
             state.bytes += len;
             if empty {
                 state.since = Some(Instant::now());
@@ -238,6 +249,10 @@ impl Conn for Outbound {
         self.push(Item::Text(frame))
     }
 
+    fn try_send_all(&self, frames: &[Bytes]) -> Result<(), SendError> {
+        self.push_all(frames.iter().cloned().map(Item::Text))
+    }
+
     fn close(&self, code: u16, reason: &str) {
         self.request_close(CloseRequest { code, reason: reason.to_owned(), graceful: false, notice: None });
     }
@@ -273,6 +288,24 @@ mod tests {
         q.try_send(text("a")).unwrap();
         q.try_send(text("b")).unwrap();
         assert_eq!(q.try_send(text("c")), Err(SendError::Full));
+    }
+
+    #[test]
+    fn a_batch_goes_in_whole_or_not_at_all() {
+        let q = Outbound::new(ConnId::new(1), 4, 100);
+        q.try_send(text("a")).unwrap();
+        q.try_send(text("b")).unwrap();
+        assert_eq!(q.try_send_all(&[text("c"), text("d"), text("e")]), Err(SendError::Full), "over the count");
+        assert_eq!(q.try_send_all(&[text("c"), text("d")]), Ok(()));
+        let q = Outbound::new(ConnId::new(1), 100, 10);
+        q.try_send(text("0123")).unwrap();
+        assert_eq!(q.try_send_all(&[text("4567"), text("89ab")]), Err(SendError::Full), "over the bytes");
+        let mut out = Vec::new();
+        let waker = Waker::from(Arc::new(CountingWaker::default()));
+        assert!(matches!(q.take(&mut out, 1000, true, &mut Context::from_waker(&waker)), Taken::Items(_)));
+        assert_eq!(out.len(), 1, "nothing of the refused batch was queued");
+        q.close(1000, "bye");
+        assert_eq!(q.try_send_all(&[text("x")]), Err(SendError::Closed));
     }
 
     #[test]
