@@ -32,6 +32,7 @@ impl Conn for CountingConn {
         Ok(())
     }
     fn close(&self, _code: u16, _reason: &str) {}
+    fn disconnect(&self, _code: u16, _reason: &str, _notice: Bytes) {}
 }
 
 fn hub_with(conns: usize) -> (Hub, Vec<ConnId>) {

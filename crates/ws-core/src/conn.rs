@@ -61,9 +61,11 @@ pub enum SendError {
 ///   already-encoded text frame on the connection's bounded queue, or reports
 ///   [`SendError::Full`] or [`SendError::Closed`] at once. The hub calls it while
 ///   holding a channel's lock, from any thread.
-/// - [`Conn::close`] is idempotent and safe to call concurrently with `try_send`
-///   and with itself: the first call wins, later calls do nothing. It does not
-///   wait for the close to happen; it aborts a write in flight.
+/// - [`Conn::close`] and [`Conn::disconnect`] are idempotent and safe to call
+///   concurrently with `try_send` and with each other: the first call wins, later
+///   calls do nothing. Neither waits for the close to happen; `close` aborts a
+///   write in flight, `disconnect` lets it finish and sends its notice and close
+///   frame after it, within a deadline.
 /// - [`Conn::try_send_all`] queues several frames as one unit: all of them, in order, or none.
 ///   The hub uses it for a `subscribed` reply and the replay it promises, so a recovery is
 ///   either delivered whole or not promised at all (`recovered: false`).
@@ -91,5 +93,14 @@ pub trait Conn: Send + Sync + 'static {
     fn try_send_all(&self, frames: &[Bytes]) -> Result<(), SendError>;
 
     /// Closes the connection with a WebSocket close code and reason; idempotent.
+    ///
+    /// This is the close for a peer that is not keeping up: a write in flight may be aborted, and what is
+    /// queued is not sent.
     fn close(&self, code: u16, reason: &str);
+
+    /// Closes the connection on purpose (a kick): what is queued goes out, then `notice` (an encoded
+    /// `disconnect` message) and the close frame, even when the socket is busy; a peer that does not take
+    /// them within the transport's close deadline is dropped. Idempotent with [`Conn::close`]: the first
+    /// close wins. Never blocks.
+    fn disconnect(&self, code: u16, reason: &str, notice: Bytes);
 }

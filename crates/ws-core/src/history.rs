@@ -12,34 +12,87 @@ struct Entry {
     frame: Bytes,
 }
 
+impl Entry {
+    /// What the entry holds in memory: its frame, its publication's data and event, and itself.
+    fn cost(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.frame.len()
+            + self.publication.data.len()
+            + self.publication.event.as_ref().map_or(0, String::capacity)
+    }
+}
+
 /// Recent publications of one channel, oldest first, with consecutive offsets.
+///
+/// It counts the bytes it holds, and every change reports how many it gained or freed, so the node's
+/// [`HistoryBudget`](crate::budget::HistoryBudget) stays exact.
 #[derive(Debug, Default)]
 pub(crate) struct History {
     entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+/// Bytes a history change gained and freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "the node's history budget must hear of every change"]
+pub(crate) struct Resize {
+    pub(crate) added: usize,
+    pub(crate) freed: usize,
 }
 
 impl History {
     /// Appends a publication and trims to `size` entries and `ttl_ms` age (0: no age limit).
-    pub(crate) fn push(&mut self, publication: Publication, frame: Bytes, now_ms: u64, size: usize, ttl_ms: u64) {
-        self.entries.push_back(Entry { at_ms: now_ms, publication, frame });
+    pub(crate) fn push(
+        &mut self,
+        publication: Publication,
+        frame: Bytes,
+        now_ms: u64,
+        size: usize,
+        ttl_ms: u64,
+    ) -> Resize {
+        let entry = Entry { at_ms: now_ms, publication, frame };
+        let added = entry.cost();
+        self.entries.push_back(entry);
+        self.bytes += added;
+        let mut freed = 0;
         while self.entries.len() > size {
-            self.entries.pop_front();
+            freed += self.pop_front();
         }
-        self.expire(now_ms, ttl_ms);
+        freed += self.expire(now_ms, ttl_ms).freed;
+        Resize { added, freed }
     }
 
     /// Drops entries older than `ttl_ms` (0: no age limit).
-    pub(crate) fn expire(&mut self, now_ms: u64, ttl_ms: u64) {
-        if ttl_ms == 0 {
-            return;
+    pub(crate) fn expire(&mut self, now_ms: u64, ttl_ms: u64) -> Resize {
+        let mut freed = 0;
+        if ttl_ms > 0 {
+            while self.entries.front().is_some_and(|e| now_ms.saturating_sub(e.at_ms) >= ttl_ms) {
+                freed += self.pop_front();
+            }
         }
-        while self.entries.front().is_some_and(|e| now_ms.saturating_sub(e.at_ms) >= ttl_ms) {
-            self.entries.pop_front();
-        }
+        Resize { added: 0, freed }
+    }
+
+    /// Drops every entry.
+    pub(crate) fn clear(&mut self) -> Resize {
+        let freed = std::mem::take(&mut self.bytes);
+        self.entries = VecDeque::new();
+        Resize { added: 0, freed }
+    }
+
+    fn pop_front(&mut self) -> usize {
+        let cost = self.entries.pop_front().map_or(0, |e| e.cost());
+        self.bytes -= cost;
+        cost
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// When the newest entry was added, if there is one.
+    pub(crate) fn newest_at(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.at_ms)
     }
 
     /// The frames after `offset`, when the ring still holds every one of them up to `latest`.

@@ -40,6 +40,10 @@ pub struct HubConfig {
     /// How long a publish's `idempotency_key` is remembered per channel: a repeat within it publishes
     /// nothing and answers the first offset. Default 5 minutes.
     pub idempotency_window_ms: u64,
+    /// The most bytes of in-memory history this node keeps over every channel together (frames and payloads
+    /// counted); past it, whole histories are evicted, the least recently written first, and their channels
+    /// get a new epoch. With a clustered broker history lives there instead. Default 128 MiB.
+    pub max_history_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -51,6 +55,7 @@ impl Default for HubConfig {
             max_recovery_messages: 512,
             max_recovery_bytes: 2 * 1024 * 1024,
             idempotency_window_ms: 300_000,
+            max_history_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -80,6 +85,13 @@ impl HubConfig {
         self.idempotency_window_ms = ms;
         self
     }
+    /// Sets [`Self::max_history_bytes`].
+    #[must_use]
+    pub fn max_history_bytes(mut self, bytes: usize) -> Self {
+        self.max_history_bytes = bytes;
+        self
+    }
+
     /// Sets [`Self::max_recovery_messages`] and [`Self::max_recovery_bytes`].
     #[must_use]
     pub fn max_recovery(mut self, messages: usize, bytes: usize) -> Self {
@@ -130,7 +142,7 @@ impl HubBuilder {
             inner: Arc::new(Inner {
                 clustered,
                 conns: Connections::new(self.config.node_prefix),
-                channels: ChannelRegistry::new(epoch_seed, clustered),
+                channels: ChannelRegistry::new(epoch_seed, clustered, self.config.max_history_bytes),
                 config: self.config,
                 clock: self.clock,
                 authorizer: self.authorizer,
@@ -274,6 +286,7 @@ impl Hub {
     #[must_use]
     pub fn stats(&self) -> StatsSnapshot {
         let stats = &self.inner.stats;
+        let (history_bytes, history_evictions) = self.inner.channels.history_stats();
         StatsSnapshot {
             connections: self.inner.conns.len(),
             channels: self.inner.channels.len(),
@@ -286,6 +299,8 @@ impl Hub {
             drops_closed: stats.drops(DropReason::Closed),
             gaps_filled: stats.gaps_filled.get(),
             gaps_flagged: stats.gaps_flagged.get(),
+            history_bytes,
+            history_evictions,
         }
     }
 
@@ -411,9 +426,7 @@ impl Hub {
     pub(crate) fn disconnect_local(&self, id: ConnId, code: u16, reason: &str, reconnect_after_ms: u64) -> bool {
         let Some(entry) = self.entry(id) else { return false };
         let frame = ServerMessage::Disconnect { code, reason: reason.to_owned(), reconnect_after_ms }.encode();
-        // The close follows at once; a full queue just means the frame is lost.
-        let _ = entry.conn.try_send(frame);
-        entry.conn.close(code, reason);
+        entry.conn.disconnect(code, reason, frame);
         true
     }
 

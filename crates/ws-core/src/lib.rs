@@ -30,6 +30,7 @@
 //! ```
 
 mod broker;
+mod budget;
 mod channel;
 mod clock;
 mod cluster;

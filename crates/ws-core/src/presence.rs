@@ -35,7 +35,7 @@ impl Hub {
             return HistoryPage { epoch: String::new(), offset: 0, publications: Vec::new() };
         };
         let mut state = ch.state.lock();
-        state.history.expire(self.now_ms(), ch.policy.history_ttl_ms);
+        self.inner.channels.history_resized(state.history.expire(self.now_ms(), ch.policy.history_ttl_ms));
         let after = since.filter(|pos| *pos.epoch == *state.epoch).map(|pos| pos.offset);
         HistoryPage {
             epoch: state.epoch.to_string(),

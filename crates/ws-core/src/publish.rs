@@ -88,11 +88,18 @@ impl Hub {
             let publication = Publication { channel: channel.clone(), offset, event: event.map(str::to_owned), data };
             let frame = publication.encode();
             self.fan_out(&state, &frame, ch.policy.slow_consumer);
+            let mut over = false;
             if ch.policy.history_size > 0 {
-                state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
+                let resize =
+                    state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
+                over = self.inner.channels.history_resized(resize);
             }
             if let Some(keys) = state.recent_keys.as_mut() {
                 keys.insert(key, offset, now);
+            }
+            drop(state);
+            if over {
+                self.inner.channels.evict_histories();
             }
             return offset;
         }
@@ -117,9 +124,16 @@ impl Hub {
             if let (Some(ch), Some(state)) = (&ch, &mut state) {
                 self.fan_out(state, &frame, ch.policy.slow_consumer);
             }
+            let mut over = false;
             if let (true, Some(ch), Some(state)) = (keep, &ch, &mut state) {
                 let now = self.now_ms();
-                state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
+                let resize =
+                    state.history.push(publication, frame, now, ch.policy.history_size, ch.policy.history_ttl_ms);
+                over = self.inner.channels.history_resized(resize);
+            }
+            drop(state);
+            if over {
+                self.inner.channels.evict_histories();
             }
             return offset;
         }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use ws_protocol::ChannelName;
 
+use crate::budget::HistoryBudget;
 use crate::channel::Channel;
+use crate::history::Resize;
 use crate::namespace::NamespaceConfig;
 use crate::sharded::ShardedMap;
 use crate::stats::Counter;
@@ -23,11 +25,20 @@ pub(crate) struct ChannelRegistry {
     epochs: AtomicU64,
     /// Whether channels are sequenced by a clustered broker (and start out waiting for it).
     clustered: bool,
+    /// The cap on the bytes of every channel's in-memory history together.
+    budget: HistoryBudget,
 }
 
 impl ChannelRegistry {
-    pub(crate) fn new(epoch_seed: u64, clustered: bool) -> Self {
-        Self { map: ShardedMap::new(), count: Counter::default(), epoch_seed, epochs: AtomicU64::new(0), clustered }
+    pub(crate) fn new(epoch_seed: u64, clustered: bool, max_history_bytes: usize) -> Self {
+        Self {
+            map: ShardedMap::new(),
+            count: Counter::default(),
+            epoch_seed,
+            epochs: AtomicU64::new(0),
+            clustered,
+            budget: HistoryBudget::new(max_history_bytes),
+        }
     }
 
     fn new_epoch(&self) -> Arc<str> {
@@ -74,13 +85,56 @@ impl ChannelRegistry {
         for shard in self.map.shards() {
             for ch in shard.read().values() {
                 let mut state = ch.state.lock();
-                state.history.expire(now_ms, ch.policy.history_ttl_ms);
+                self.history_resized(state.history.expire(now_ms, ch.policy.history_ttl_ms));
                 if state.is_idle() {
                     idle.push(Arc::clone(ch));
                 }
             }
         }
         idle.iter().filter(|ch| self.remove_if_idle(ch)).count()
+    }
+
+    /// Records a change of one channel's history; returns whether the node is now over its history cap, and
+    /// the caller should call [`Self::evict_histories`] once it holds no channel lock.
+    pub(crate) fn history_resized(&self, resize: Resize) -> bool {
+        self.budget.record(resize)
+    }
+
+    /// Evicts whole histories, the least recently written first, until the node is back under nine tenths of
+    /// its history cap. Each evicted channel gets a new epoch, so a client recovering from it hears
+    /// `recovered: false` rather than missing messages silently. Call it with no channel lock held; when
+    /// another thread is already evicting, it returns at once.
+    pub(crate) fn evict_histories(&self) {
+        let Some(_evicting) = self.budget.start_evicting() else { return };
+        if !self.budget.over() {
+            return;
+        }
+        let mut candidates: Vec<(u64, Arc<Channel>)> = Vec::new();
+        for shard in self.map.shards() {
+            for ch in shard.read().values() {
+                if let Some(at) = ch.state.lock().history.newest_at() {
+                    candidates.push((at, Arc::clone(ch)));
+                }
+            }
+        }
+        candidates.sort_unstable_by_key(|(at, _)| *at);
+        for (_, ch) in candidates {
+            if self.budget.low_enough() {
+                break;
+            }
+            let mut state = ch.state.lock();
+            if state.removed || state.history.is_empty() {
+                continue;
+            }
+            self.history_resized(state.history.clear());
+            state.epoch = self.new_epoch();
+            self.budget.evicted();
+        }
+    }
+
+    /// The bytes of in-memory history on this node, and how many histories were evicted to stay under the cap.
+    pub(crate) fn history_stats(&self) -> (u64, u64) {
+        (self.budget.bytes(), self.budget.evictions())
     }
 
     /// Every channel, in no order.

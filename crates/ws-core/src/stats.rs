@@ -44,6 +44,13 @@ impl Counter {
         }
     }
 
+    /// Adds `n`; returns whether this thread's stripe passed a multiple of `quantum` on the way up, so a
+    /// caller can check the (costlier) sum only once per `quantum` of growth per stripe.
+    pub(crate) fn add_crossing(&self, n: u64, quantum: u64) -> bool {
+        let old = self.stripes[stripe()].0.fetch_add(n, Relaxed);
+        old / quantum.max(1) != old.wrapping_add(n) / quantum.max(1)
+    }
+
     pub(crate) fn sub(&self, n: u64) {
         self.stripes[stripe()].0.fetch_sub(n, Relaxed);
     }
@@ -142,6 +149,10 @@ pub struct StatsSnapshot {
     pub gaps_filled: u64,
     /// In a cluster: gaps that could not be filled, answered with `unsubscribed` / `insufficient_state`.
     pub gaps_flagged: u64,
+    /// Bytes of in-memory history held now (single node), against `HubConfig::max_history_bytes`.
+    pub history_bytes: u64,
+    /// Channel histories evicted to stay under `HubConfig::max_history_bytes`.
+    pub history_evictions: u64,
 }
 
 impl StatsSnapshot {

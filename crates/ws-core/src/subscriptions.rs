@@ -135,7 +135,7 @@ impl Hub {
             }
             let policy = &ch.policy;
             if policy.history_ttl_ms > 0 {
-                state.history.expire(self.now_ms(), policy.history_ttl_ms);
+                self.inner.channels.history_resized(state.history.expire(self.now_ms(), policy.history_ttl_ms));
             }
             let limits = (self.inner.config.max_recovery_messages, self.inner.config.max_recovery_bytes);
             let (recovered, replay) = match recover {

@@ -126,6 +126,15 @@ impl Conn for RecordingConn {
             *closed = Some((code, reason.to_owned()));
         }
     }
+
+    /// Records the notice as the last frame (whatever the capacity: a transport makes room for it), then the close.
+    fn disconnect(&self, code: u16, reason: &str, notice: Bytes) {
+        let mut closed = self.closed.lock();
+        if closed.is_none() {
+            self.queue.lock().push_back(notice);
+            *closed = Some((code, reason.to_owned()));
+        }
+    }
 }
 
 /// A deterministic simulator: a hub on a manual clock, and recording connections.

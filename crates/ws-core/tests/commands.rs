@@ -523,6 +523,43 @@ fn a_subscribed_reply_is_never_dropped_even_under_the_drop_policy() {
 }
 
 #[test]
+fn in_memory_history_is_capped_for_the_whole_node_and_the_oldest_histories_go_first() {
+    let cap = 1 << 20;
+    let ns = Namespaces::default().with("h", NamespaceConfig::default().history(100, 600_000));
+    let sim = Sim::with_config(HubConfig::default().namespaces(ns).max_history_bytes(cap));
+    let publisher = sim.connect();
+    let kilobyte = format!("\"{}\"", "x".repeat(1000));
+    let mut epochs = Vec::new();
+    for i in 0..5000 {
+        sim.send(&publisher, &format!(r#"{{"type":"publish","channel":"h:{i}","data":{kilobyte}}}"#));
+        if i < 10 {
+            epochs.push(sim.hub.history(&ch(&format!("h:{i}")), 10, None).epoch);
+        }
+        sim.clock.advance(1);
+        let stats = sim.hub.stats();
+        // The count is checked once per eighth of a stripe's share, so it may pass the cap by an eighth.
+        assert!(stats.history_bytes <= (cap + cap / 8) as u64, "{} bytes after {i} publishes", stats.history_bytes);
+    }
+    let stats = sim.hub.stats();
+    assert!(stats.history_evictions > 0);
+    assert!(stats.history_bytes > (cap / 2) as u64, "eviction stops near the cap: {}", stats.history_bytes);
+    // The oldest histories went, and their channels have a new epoch: recovery says so.
+    let oldest = sim.hub.history(&ch("h:0"), 10, None);
+    assert!(oldest.publications.is_empty());
+    assert_ne!(oldest.epoch, epochs[0]);
+    let late = sim.connect();
+    let got = subscribe_recover(&sim, &late, "h:0", &epochs[0], 0);
+    assert!(matches!(got[..], [ServerMessage::Subscribed { recovered: Some(false), .. }]), "{got:?}");
+    // The newest are kept whole.
+    let newest = sim.hub.history(&ch("h:4999"), 10, None);
+    assert_eq!(newest.publications.len(), 1);
+    // The count is exact: once every history has expired, nothing is left counted.
+    sim.clock.advance(600_000);
+    sim.hub.sweep();
+    assert_eq!(sim.hub.stats().history_bytes, 0);
+}
+
+#[test]
 fn resubscribing_with_recover_replays_nothing_already_delivered() {
     let sim = history_sim();
     let (a, publisher) = (sim.connect(), sim.connect());

@@ -122,6 +122,9 @@ pub struct LimitsConfig {
     pub rate_burst: u32,
     /// Most channels one connection may subscribe to. Default 1,024.
     pub max_channels_per_conn: usize,
+    /// Most bytes of in-memory history over every channel together (one node); past it the least recently
+    /// written histories are evicted and their channels get a new epoch. Default 134,217,728 (128 MiB).
+    pub max_history_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -137,6 +140,7 @@ impl Default for LimitsConfig {
             rate_per_sec: 100,
             rate_burst: 200,
             max_channels_per_conn: 1024,
+            max_history_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -447,7 +451,7 @@ impl Config {
                 return invalid(key, &format!("{path:?}"), "a path starting with `/`, with no spaces");
             }
         }
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 12] = [
             ("limits.max_connections", self.limits.max_connections as u64),
             ("limits.max_connections_per_ip", self.limits.max_connections_per_ip as u64),
             ("limits.max_fragments", self.limits.max_fragments as u64),
@@ -456,6 +460,7 @@ impl Config {
             ("limits.rate_per_sec", u64::from(self.limits.rate_per_sec)),
             ("limits.rate_burst", u64::from(self.limits.rate_burst)),
             ("limits.max_channels_per_conn", self.limits.max_channels_per_conn as u64),
+            ("limits.max_history_bytes", self.limits.max_history_bytes as u64),
             ("heartbeat.interval_ms", self.heartbeat.interval_ms),
             ("queue.messages", self.queue.messages as u64),
             ("drain.deadline_ms", self.drain.deadline_ms),

@@ -121,6 +121,13 @@ impl Collector for LiveCollector {
         counter(&mut encoder, "ws_messages_in", "Frames received from hub clients", hub.messages_in)?;
         counter(&mut encoder, "ws_messages_out", "Frames queued to hub clients", hub.messages_out)?;
         counter(&mut encoder, "ws_publications", "Publications made on this node", hub.publications)?;
+        gauge(&mut encoder, "ws_history_bytes", "Bytes of in-memory history held", hub.history_bytes)?;
+        counter(
+            &mut encoder,
+            "ws_history_evictions",
+            "Channel histories evicted to stay under limits.max_history_bytes",
+            hub.history_evictions,
+        )?;
         counter(&mut encoder, "ws_bytes_in", "WebSocket payload bytes received", t.bytes_in)?;
         counter(&mut encoder, "ws_bytes_out", "WebSocket payload bytes written", t.bytes_out)?;
         let drops: Vec<(String, u64)> =

@@ -39,6 +39,7 @@ impl Server {
         let mut hub_config = HubConfig::default()
             .namespaces(config.hub_namespaces())
             .max_channels_per_conn(config.limits.max_channels_per_conn)
+            .max_history_bytes(config.limits.max_history_bytes)
             // A replay is queued at once, so it must fit the send queue with room to spare.
             .max_recovery(config.queue.messages / 2, config.queue.bytes / 2)
             .idempotency_window_ms(config.broker.idempotency_window_ms);

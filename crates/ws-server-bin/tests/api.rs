@@ -232,3 +232,35 @@ async fn the_depth_limit_applies_to_the_api_as_to_clients() {
     assert_eq!(r.json()["publications"], 1);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn publishing_to_many_history_channels_stays_within_the_history_cap() {
+    let cap = 256 * 1024;
+    let mut c = api_config();
+    c.limits.max_history_bytes = cap;
+    c.limits.rate_per_sec = 100_000;
+    c.limits.rate_burst = 100_000;
+    let server = start(c).await;
+    let mut ws = ws_connect(server.addr, "/ws", &[]).await.unwrap();
+    next_json(&mut ws).await;
+    let kilobyte = "x".repeat(1000);
+    for i in 0..2000 {
+        send_json(&mut ws, json!({"type":"publish","id":i,"channel":format!("h:{i}"),"data":kilobyte})).await;
+        assert_eq!(next_json(&mut ws).await["type"], "published");
+    }
+    let stats = http(server.addr, "GET", "/api/stats", &[AUTH], b"").await.json();
+    let bytes = stats["history_bytes"].as_u64().unwrap();
+    assert!(bytes <= (cap + cap / 8) as u64, "{bytes} bytes of history");
+    assert!(stats["history_evictions"].as_u64().unwrap() > 0);
+    // An evicted channel starts a new epoch; the newest channel keeps its message.
+    let oldest = http(server.addr, "GET", "/api/history/h:0", &[AUTH], b"").await.json();
+    assert_eq!(oldest["messages"], json!([]));
+    let newest = http(server.addr, "GET", "/api/history/h:1999", &[AUTH], b"").await.json();
+    assert_eq!(newest["messages"][0]["data"], kilobyte.as_str());
+    let metrics = http(server.addr, "GET", "/metrics", &[], b"").await.text();
+    assert!(
+        metrics.contains(&format!("ws_history_bytes {bytes}")) || metrics.contains("ws_history_bytes "),
+        "{metrics}"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -34,10 +34,23 @@ pub(crate) struct CloseRequest {
     pub(crate) code: u16,
     /// The close reason.
     pub(crate) reason: String,
-    /// Whether a write in flight may finish (shutdown) or is aborted (every other close).
-    pub(crate) graceful: bool,
+    /// What happens to what is still to be written.
+    pub(crate) flush: Flush,
     /// A text message to send just before the close frame (a `disconnect`), whatever the queue holds.
     pub(crate) notice: Option<Bytes>,
+}
+
+/// How a close treats what is still to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// A write in flight is aborted and the socket dropped: the peer is not reading (a slow consumer).
+    Abort,
+    /// What is queued goes out, then the notice and the close frame, for as long as the shutdown's drain
+    /// allows (it aborts whoever is left at its deadline).
+    Drain,
+    /// The same, but the connection gets only the close timeout to take it all and answer; then it is dropped.
+    /// A kick is delivered this way, so even a client whose socket is busy gets its `disconnect` and close.
+    Bounded,
 }
 
 /// What the connection's task takes from the queue in one go.
@@ -48,7 +61,7 @@ pub(crate) enum Taken {
     /// Some items (moved into the caller's vector), and how long the oldest had waited when the queue went
     /// from empty to not empty.
     Items(Option<Duration>),
-    /// A close was requested (items queued before it are moved into the caller's vector first).
+    /// A close was requested; what is still queued waits for [`Outbound::take_all`].
     Close(CloseRequest),
     /// The connection must be dropped now, whatever it is doing (the shutdown deadline passed).
     Abort,
@@ -183,9 +196,8 @@ impl Outbound {
         self.state.lock().close.is_some()
     }
 
-    /// Moves up to `max_bytes` of queued items (at least one) into `out` when `items` is set; reports a close
-    /// request once there are no items to take (or `items` is not set), and an abort first of all. Registers
-    /// the task's waker.
+    /// Reports an abort, else a close request, else moves up to `max_bytes` of queued items (at least one) into
+    /// `out` when `items` is set. Registers the task's waker.
     pub(crate) fn take(&self, out: &mut Vec<Item>, max_bytes: usize, items: bool, cx: &mut Context<'_>) -> Taken {
         let mut state = self.state.lock();
         // Registered on every call, whatever it returns: the task may sleep on the socket next, and must still
@@ -198,6 +210,13 @@ impl Outbound {
         }
         if state.close_taken {
             return Taken::Empty;
+        }
+        // A close is reported as soon as it is requested, even while items wait (`take_all` hands them over
+        // and the task decides whether they still go out): it wakes the task only once, so a take that returned
+        // items instead would leave the close unseen until something else woke the task.
+        if let Some(close) = state.close.clone() {
+            state.close_taken = true;
+            return Taken::Close(close);
         }
         if items {
             let mut taken = 0;
@@ -222,11 +241,6 @@ impl Outbound {
                 }
                 return Taken::Items(waited);
             }
-        }
-        // A close is reported even while items wait: the task decides whether they still go out.
-        if let Some(close) = state.close.clone() {
-            state.close_taken = true;
-            return Taken::Close(close);
         }
         Taken::Empty
     }
@@ -254,7 +268,16 @@ impl Conn for Outbound {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        self.request_close(CloseRequest { code, reason: reason.to_owned(), graceful: false, notice: None });
+        self.request_close(CloseRequest { code, reason: reason.to_owned(), flush: Flush::Abort, notice: None });
+    }
+
+    fn disconnect(&self, code: u16, reason: &str, notice: Bytes) {
+        self.request_close(CloseRequest {
+            code,
+            reason: reason.to_owned(),
+            flush: Flush::Bounded,
+            notice: Some(notice),
+        });
     }
 }
 
@@ -347,21 +370,21 @@ mod tests {
     }
 
     #[test]
-    fn take_moves_batches_and_reports_close_after_queued_items() {
+    fn take_moves_batches_and_reports_a_close_at_once() {
         let q = Outbound::new(ConnId::new(1), 8, 100);
         let waker = Waker::from(Arc::new(CountingWaker::default()));
         let mut cx = Context::from_waker(&waker);
         for s in ["aaaa", "bbbb", "cccc"] {
             q.try_send(text(s)).unwrap();
         }
-        q.close(1000, "bye");
         let mut out = Vec::new();
         assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items(_)));
         assert_eq!(out.len(), 2);
         out.clear();
-        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items(_)));
-        assert_eq!(out.len(), 1);
-        out.clear();
-        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Close(_)));
+        q.close(1000, "bye");
+        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Close(_)), "the close first, whatever waits");
+        assert!(out.is_empty());
+        q.take_all(&mut out);
+        assert_eq!(out.len(), 1, "what waited is handed over by take_all");
     }
 }

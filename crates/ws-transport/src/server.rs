@@ -10,7 +10,7 @@ use ws_protocol::ServerMessage;
 
 use crate::caps::Caps;
 use crate::config::TransportConfig;
-use crate::outbound::{CloseRequest, Outbound};
+use crate::outbound::{CloseRequest, Flush, Outbound};
 use crate::relay::Rooms;
 
 /// What one `serve` call shares with its connections.
@@ -55,7 +55,7 @@ impl Server {
             let reconnect_after_ms = self.config.shutdown_reconnect_after_ms(position, total);
             ServerMessage::Disconnect { code, reason: REASON.to_owned(), reconnect_after_ms }.encode()
         });
-        CloseRequest { code, reason: REASON.to_owned(), graceful: true, notice }
+        CloseRequest { code, reason: REASON.to_owned(), flush: Flush::Drain, notice }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::decoder::{Decoded, Decoder, Incoming, Limits};
 use crate::frame::{
     encode_close, encode_frame, encode_header, MAX_SERVER_HEADER, OP_BINARY, OP_PING, OP_PONG, OP_TEXT,
 };
-use crate::outbound::{CloseRequest, Item, Taken};
+use crate::outbound::{CloseRequest, Flush, Item, Taken};
 use crate::rate::{RateLimiter, Verdict};
 use crate::registration::{Endpoint, Registration, ABNORMAL};
 use crate::stream::Stream;
@@ -443,7 +443,12 @@ impl Session {
 
     /// Closes the queue to new items: from now on the hub and the relay see the connection as closed.
     fn stop_queue(&self, code: u16) {
-        self.reg.outbound.request_close(CloseRequest { code, reason: String::new(), graceful: false, notice: None });
+        self.reg.outbound.request_close(CloseRequest {
+            code,
+            reason: String::new(),
+            flush: Flush::Abort,
+            notice: None,
+        });
     }
 
     /// Starts the close handshake from our side: the notice (if any), then the close frame.
@@ -476,7 +481,7 @@ impl Session {
             return;
         }
         // Bytes held back by corking were never offered to the socket, so they do not mean a stalled peer.
-        if !request.graceful && self.pending() > 0 && self.corked_reads == 0 {
+        if request.flush == Flush::Abort && self.pending() > 0 && self.corked_reads == 0 {
             // A write is in flight, so the peer is not reading: abort it rather than wait. The stream stops
             // mid-frame, so no close frame can follow; the socket is just dropped.
             self.set_reason(request.code, &request.reason);
@@ -484,6 +489,12 @@ impl Session {
             return;
         }
         self.close_with(request.code, &request.reason, request.notice);
+        if request.flush == Flush::Bounded {
+            // The whole close, flush and handshake, gets the close timeout from now; then the socket is dropped.
+            let deadline = Instant::now() + self.reg.server.config.close_timeout;
+            self.phase = Phase::Closing { deadline: Some(deadline), peer_closed: false };
+            self.arm(deadline);
+        }
     }
 
     fn on_timer(&mut self) {

@@ -177,6 +177,70 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
     assert_eq!((reason.code, reason.reason.as_str()), (1006, "write timeout"));
 }
 
+/// A client that reads its welcome, then nothing more, while `count` copies of `frame` are queued for it: it
+/// returns once the server's writes to it have stalled with a write in flight.
+async fn stuck_client(
+    server: &TestServer,
+    stats: &ws_transport::TransportStats,
+    frame: &bytes::Bytes,
+    count: usize,
+) -> (RawClient, ConnId) {
+    let mut client = RawClient::connect(server.addr, "/ws").await;
+    let welcome = client.read_frame().await.expect("welcome");
+    let welcome: serde_json::Value = serde_json::from_slice(&welcome.payload).expect("JSON");
+    let id: ConnId = welcome["conn_id"].as_str().expect("id").parse().expect("hex");
+    let before = stats.snapshot().bytes_out;
+    for _ in 0..count {
+        server.hub.send(id, frame.clone()).expect("queued");
+    }
+    let mut last = stats.snapshot().bytes_out;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = stats.snapshot().bytes_out;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(last - before < (count * frame.len()) as u64, "the socket took everything; nothing is in flight");
+    (client, id)
+}
+
+#[tokio::test]
+async fn a_kicked_client_whose_socket_is_busy_still_gets_its_notice_and_close_frame() {
+    let recorder = Arc::new(Recorder::default());
+    let hub = Hub::builder(Arc::new(SystemClock)).hooks(recorder.clone()).build();
+    let config = TransportConfig::default()
+        .queue_messages(1 << 20)
+        .queue_bytes(1 << 30)
+        .close_timeout(Duration::from_millis(500))
+        .rate_limit(None);
+    let stats = Arc::clone(&config.stats);
+    let server = TestServer::with_hub(hub, config).await;
+    let data = Json::encode(&"k".repeat(64 * 1024)).expect("a JSON string");
+    let frame = ws_protocol::encode_message(&ChannelName::new("direct").expect("valid"), 1, None, &data);
+    let messages = 200;
+    let (mut busy, id) = stuck_client(&server, &stats, &frame, messages).await;
+    assert!(server.hub.disconnect(id, 4004, "kicked", 0));
+    // The client reads again: everything queued, then the notice, then the close frame.
+    let (code, texts) = busy.read_close().await;
+    assert_eq!(code, Some(4004), "a close frame, not a dropped socket");
+    assert_eq!(texts.len(), messages + 1);
+    let notice: serde_json::Value = serde_json::from_str(texts.last().expect("the notice")).expect("JSON");
+    assert_eq!((notice["type"].as_str(), notice["code"].as_u64()), (Some("disconnect"), Some(4004)));
+
+    // One that never reads again is dropped once the close timeout has passed.
+    let (mut never, id) = stuck_client(&server, &stats, &frame, messages).await;
+    assert!(server.hub.disconnect(id, 4004, "kicked", 0));
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !recorder.0.lock().iter().any(|(c, _)| *c == id) {
+        assert!(tokio::time::Instant::now() < deadline, "the kicked connection was never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, _) = never.read_close().await;
+    assert_eq!(code, None, "dropped mid-stream: no close frame could follow");
+}
+
 /// The next text message of a client on a plain TCP stream.
 async fn next_json_plain<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
 where
