@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use ws_core::{NamespaceConfig, Namespaces};
@@ -415,6 +415,10 @@ impl Config {
     /// `WS_SERVER_*` environment variables, then `flags` (a TOML-shaped overlay
     /// of the flags given); later sources win. Then validates it.
     ///
+    /// Unknown keys in the file are refused. A variable with no `__` whose name is not a top-level key is
+    /// someone else's (Kubernetes sets `WS_SERVER_PORT` and more for a Service named `ws-server`) and is left
+    /// out; [`crate::ignored_env_vars`] names them. A variable with `__` and an unknown key is refused.
+    ///
     /// # Errors
     /// [`ConfigError`] names the key at fault and where its value came from.
     pub fn load(file: Option<&Path>, flags: &toml::Table) -> Result<Self, ConfigError> {
@@ -426,7 +430,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .merge(crate::env::provider())
             .merge(Serialized::defaults(flags.clone()))
             .extract()
             .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;

@@ -19,6 +19,7 @@ mod api;
 mod auth;
 mod cli;
 mod config;
+mod env;
 mod logging;
 mod metrics;
 mod routes;
@@ -32,6 +33,7 @@ pub use config::{
     ApiConfig, AuthConfig, Config, ConfigError, DrainConfig, HeartbeatConfig, JwtConfig, LimitsConfig, LogConfig,
     LogFormat, MetricsConfig, PathsConfig, QueueConfig, RelayConfig, TlsConfig, ENV_PREFIX,
 };
+pub use env::ignored_env_vars;
 pub use logging::init as init_logging;
 pub use metrics::Metrics;
 pub use routes::{Readiness, Routes, CLIENT_MODULE, DEMO_PAGE};

@@ -6,6 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Parser as _;
 use ws_server::{Cli, Command, Config, Server};
 
+/// The warning about `WS_SERVER_*` variables that are not configuration.
+const IGNORED: &str = "ignoring WS_SERVER_* variables that name no configuration key (Kubernetes sets such \
+    variables for a Service named ws-server; nested keys are joined with `__`)";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -23,6 +27,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => cli.config.as_deref(),
     };
     let config = Config::load(file, &cli.overlay())?;
+    let ignored = ws_server::ignored_env_vars();
+    let serving = cli.command.is_none() && !cli.print_config;
+    if !serving && !ignored.is_empty() {
+        eprintln!("ws-server: warning: {IGNORED}: {}", ignored.join(" "));
+    }
     match cli.command {
         Some(Command::CheckConfig { file }) => {
             println!("{}: configuration is valid", file.display());
@@ -43,6 +52,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     ws_server::init_logging(&config.log, std::io::stderr)?;
+    if !ignored.is_empty() {
+        // Names only, once: a value may be a secret set under a misspelt name.
+        tracing::warn!(variables = %ignored.join(" "), "{IGNORED}");
+    }
     let mut runtime = if config.workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{close_code, http, next_json, send_json, ws_connect};
+use common::{close_code, http, next_json, send_json, ws_connect, KUBERNETES_SERVICE_ENV};
 use serde_json::json;
 
 /// A running `ws-server` with its JSON log lines arriving on a channel.
@@ -175,4 +175,27 @@ async fn logs_of_an_authenticated_connection_never_carry_the_token() {
     let lower = logs.to_lowercase();
     assert!(!lower.contains(&TOKEN.to_lowercase()), "a token leaked into the logs:\n{logs}");
     assert!(!logs.contains("wrong-secret-token"), "a refused token leaked into the logs:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_service_variables_are_ignored_with_one_warning_and_the_server_serves() {
+    let mut proc = Proc::spawn(&[], &KUBERNETES_SERVICE_ENV);
+    let addr = Proc::addr(&proc.wait_for("listening"), "addr");
+    let mut ws = ws_connect(addr, "/ws", &[]).await.expect("the server serves");
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    drop(ws);
+    proc.signal("-TERM");
+    assert!(proc.wait_exit().success());
+    let logs = proc.all_logs();
+    let warnings: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "WARN")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning:\n{logs}");
+    let named: Vec<&str> = warnings[0]["variables"].as_str().unwrap_or_default().split(' ').collect();
+    for (name, _) in KUBERNETES_SERVICE_ENV {
+        assert!(named.contains(&name), "{name} is not named:\n{logs}");
+    }
+    assert!(!logs.contains("10.96.12.34"), "values are not logged:\n{logs}");
 }
