@@ -319,6 +319,10 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DrainConfig {
+    /// On shutdown, `/readyz` answers 503 at once but the server keeps accepting connections for this long,
+    /// so load balancers stop routing to it before it refuses anyone; 0 stops accepting at once.
+    /// Default 5,000 ms.
+    pub ready_delay_ms: u64,
     /// Clients are told to reconnect after a delay spread uniformly over this window. Default 5,000 ms.
     pub window_ms: u64,
     /// Queued messages are flushed within this deadline, then the process exits. Default 10,000 ms.
@@ -327,7 +331,7 @@ pub struct DrainConfig {
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        Self { window_ms: 5_000, deadline_ms: 10_000 }
+        Self { ready_delay_ms: 5_000, window_ms: 5_000, deadline_ms: 10_000 }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The real `ws-server` process: graceful drain on SIGTERM, and logs that never carry a token.
+//! The real `ws-server` process: graceful drain on SIGTERM, readiness before the listener closes, and logs
+//! that never carry a token.
 
 mod common;
 
@@ -19,10 +20,13 @@ struct Proc {
 }
 
 impl Proc {
+    /// Starts `ws-server` on a free port; it stops accepting as soon as it is signalled unless `env` sets
+    /// `WS_SERVER_DRAIN__READY_DELAY_MS`.
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ws-server"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
+            .env("WS_SERVER_DRAIN__READY_DELAY_MS", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -155,6 +159,55 @@ async fn sigterm_drains_readiness_first_then_spread_disconnects_flush_and_exit_z
     assert!(hints[CLIENTS - 1] - hints[0] >= WINDOW / 2, "hints spread over the window: {hints:?}");
     let status = proc.wait_exit();
     assert!(status.success(), "exit status {status}");
+}
+
+/// Opens a WebSocket on `/ws`, or says why not: the TCP connect failed, or the upgrade got an HTTP status.
+async fn try_ws(addr: SocketAddr) -> Result<common::Ws, String> {
+    let connect = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"));
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => Err(format!("HTTP {}", response.status())),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_off_but_keeps_accepting_for_the_ready_delay_then_refuses() {
+    let mut proc = Proc::spawn(&[], &[("WS_SERVER_DRAIN__READY_DELAY_MS", "8000")]);
+    let addr = Proc::addr(&proc.wait_for("listening"), "addr");
+    let mut early = try_ws(addr).await.expect("a connection before the signal");
+    assert_eq!(next_json(&mut early).await["type"], "welcome");
+    assert_eq!(http(addr, "GET", "/readyz", &[], b"").await.status, 200);
+    proc.signal("-TERM");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(addr, "GET", "/readyz", &[], b"").await.status != 503 {
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Unready, yet a client a load balancer still sends here is served.
+    let mut late = try_ws(addr).await.expect("a new connection is accepted during the ready delay");
+    assert_eq!(next_json(&mut late).await["type"], "welcome");
+    send_json(&mut late, json!({"type":"subscribe","id":1,"channel":"d"})).await;
+    assert_eq!(next_json(&mut late).await["type"], "subscribed");
+
+    // Then the listener closes: new connections are refused, and every client is told to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_ws(addr).await {
+            Err(_) => break,
+            Ok(ws) => drop(ws),
+        }
+        assert!(Instant::now() < deadline, "new connections were never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for ws in [&mut early, &mut late] {
+        let disconnect = next_json(ws).await;
+        assert_eq!((&disconnect["type"], &disconnect["code"]), (&json!("disconnect"), &json!(1001)));
+        assert_eq!(close_code(ws).await, 1001);
+    }
+    assert!(proc.wait_exit().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,10 +48,11 @@ impl Running {
     }
 }
 
-/// A config on an ephemeral port with quick timers.
+/// A config on an ephemeral port with quick timers; shutdown stops accepting at once.
 pub fn config() -> Config {
     let mut config = Config::default();
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.drain.ready_delay_ms = 0;
     config.drain.deadline_ms = 2_000;
     config.drain.window_ms = 1_000;
     config
