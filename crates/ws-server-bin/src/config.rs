@@ -118,7 +118,8 @@ pub struct LimitsConfig {
     pub write_timeout_ms: u64,
     /// Messages a connection may send per second, on average. Default 100.
     pub rate_per_sec: u32,
-    /// Messages a connection may send in a burst. Default 200.
+    /// Messages a connection may send in a burst; keep it above `max_channels_per_conn`, so a client that
+    /// reconnects can resubscribe to every channel at once. Default 2,048.
     pub rate_burst: u32,
     /// Most channels one connection may subscribe to. Default 1,024.
     pub max_channels_per_conn: usize,
@@ -135,7 +136,7 @@ impl Default for LimitsConfig {
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             rate_per_sec: 100,
-            rate_burst: 200,
+            rate_burst: 2048,
             max_channels_per_conn: 1024,
         }
     }
