@@ -57,7 +57,7 @@ pub use broker::{
 pub use clock::Clock;
 pub use conn::{Conn, ConnId, SendError};
 pub use handler::{CustomCommand, Handler, HandlerError};
-pub use hooks::{DisconnectReason, Hooks, NoHooks};
+pub use hooks::{DisconnectReason, Hooks, NoHooks, RefusalReason, UpgradeRefusal};
 pub use hub::{CommandError, ConnInfo, Hub, HubBuilder, HubConfig, RegisterError, WeakHub};
 pub use namespace::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
 pub use policy::{
