@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use ws_core::ws_protocol::PROCESS_NAMESPACE;
 use ws_core::{NamespaceConfig, Namespaces};
 
 /// The prefix of environment variables; nested keys are joined with `__`
@@ -36,7 +37,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The default namespace's policy (channels with no `:`, and namespaces not listed).
     pub namespace: NamespaceConfig,
-    /// Named namespaces: `[namespaces.chat]`.
+    /// Named namespaces: `[namespaces.chat]`. Default: `process` (see [`process_namespace`]).
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// TLS.
     pub tls: TlsConfig,
@@ -66,7 +67,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             auth: AuthConfig::default(),
             namespace: NamespaceConfig::default(),
-            namespaces: BTreeMap::new(),
+            namespaces: BTreeMap::from([(PROCESS_NAMESPACE.to_owned(), process_namespace())]),
             tls: TlsConfig::default(),
             api: ApiConfig::default(),
             relay: RelayConfig::default(),
@@ -76,6 +77,15 @@ impl Default for Config {
             broker: BrokerConfig::default(),
         }
     }
+}
+
+/// The default policy of the `process` namespace, where backends stream processes (`process:{id}`): the last
+/// 1,000 lines of each process are kept for an hour, so a client that joins late reads them with `history`, and
+/// clients may not publish (only backends do, through the API or the hub). A `[namespaces.process]` section
+/// changes the keys it names and keeps these for the others.
+#[must_use]
+pub fn process_namespace() -> NamespaceConfig {
+    NamespaceConfig::default().allow_publish(false).history(1000, 3_600_000)
 }
 
 /// Endpoint paths.

@@ -30,8 +30,8 @@ pub use api::{Api, ApiResponse};
 pub use auth::{hs256_token, AuthSetupError, Claims, ServerAuthenticator};
 pub use cli::{Cli, Command, LogFormatArg};
 pub use config::{
-    ApiConfig, AuthConfig, Config, ConfigError, DrainConfig, HeartbeatConfig, JwtConfig, LimitsConfig, LogConfig,
-    LogFormat, MetricsConfig, PathsConfig, QueueConfig, RelayConfig, TlsConfig, ENV_PREFIX,
+    process_namespace, ApiConfig, AuthConfig, Config, ConfigError, DrainConfig, HeartbeatConfig, JwtConfig,
+    LimitsConfig, LogConfig, LogFormat, MetricsConfig, PathsConfig, QueueConfig, RelayConfig, TlsConfig, ENV_PREFIX,
 };
 pub use env::ignored_env_vars;
 pub use logging::init as init_logging;

@@ -49,6 +49,16 @@ fn print_config_shows_the_defaults() {
     assert_eq!(cfg["limits"]["max_message_bytes"].as_integer(), Some(65536));
     assert_eq!(cfg["heartbeat"]["interval_ms"].as_integer(), Some(25000));
     assert_eq!(cfg["namespace"]["slow_consumer"].as_str(), Some("disconnect"));
+    let process = &cfg["namespaces"]["process"];
+    assert_eq!(process["allow_publish"].as_bool(), Some(false), "only backends publish process output");
+    assert_eq!(process["history_size"].as_integer(), Some(1000));
+    assert_eq!(process["history_ttl_ms"].as_integer(), Some(3_600_000));
+    // A section that names one key keeps the built-in process defaults for the others.
+    let file = temp_file("process.toml", "[namespaces.process]\nallow_anonymous = false\n");
+    let cfg = printed(&ws_server(&["--config", file.to_str().unwrap(), "--print-config"], &[]));
+    let process = &cfg["namespaces"]["process"];
+    assert_eq!((process["allow_anonymous"].as_bool(), process["allow_publish"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(process["history_size"].as_integer(), Some(1000));
 }
 
 #[test]
