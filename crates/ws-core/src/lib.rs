@@ -44,6 +44,7 @@ mod hub;
 mod namespace;
 mod policy;
 mod presence;
+mod process;
 mod publish;
 mod registry;
 mod sharded;
@@ -58,7 +59,7 @@ pub use broker::{
 pub use clock::Clock;
 pub use conn::{Conn, ConnId, SendError};
 pub use handler::{CustomCommand, Handler, HandlerError};
-pub use hooks::{DisconnectReason, Hooks, NoHooks};
+pub use hooks::{DisconnectReason, Hooks, NoHooks, RefusalReason, UpgradeRefusal};
 pub use hub::{CommandError, ConnInfo, Hub, HubBuilder, HubConfig, RegisterError, WeakHub};
 pub use namespace::{NamespaceConfig, Namespaces, SlowConsumerPolicy};
 pub use policy::{
@@ -70,3 +71,4 @@ pub use sharded::ShardedMap;
 pub use stats::{DelayHistogram, DropReason, StatsSnapshot};
 pub use subscriptions::Subscribed;
 pub use ws_protocol;
+pub use ws_protocol::{ProcessError, ProcessEvent, ProcessOutput, ProcessState, ProcessStatus, ProcessStream};

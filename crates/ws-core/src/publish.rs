@@ -1,7 +1,7 @@
 //! Publishing and sequencing: offsets assigned under the channel lock, encode once and fan out, remote
-//! deliveries, the process helpers.
+//! deliveries.
 
-use ws_protocol::{ChannelName, ChannelNameError, Json, Publication};
+use ws_protocol::{ChannelName, Json, Publication};
 
 use crate::broker::{BrokerError, Done, PublishRequest};
 use crate::hub::Hub;
@@ -138,27 +138,4 @@ impl Hub {
             return offset;
         }
     }
-
-    /// Publishes one line of a process's output on `process:{id}` with event `process_output`.
-    ///
-    /// # Errors
-    /// When `process:{id}` is not a valid channel name.
-    pub fn send_process_output(&self, id: &str, line: &str) -> Result<u64, ChannelNameError> {
-        let channel = ChannelName::new(&format!("process:{id}"))?;
-        Ok(self.publish_event(&channel, Some("process_output"), json_string(line)))
-    }
-
-    /// Publishes a process's status on `process:{id}` with event `process_status`.
-    ///
-    /// # Errors
-    /// When `process:{id}` is not a valid channel name.
-    pub fn send_process_status(&self, id: &str, status: &str) -> Result<u64, ChannelNameError> {
-        let channel = ChannelName::new(&format!("process:{id}"))?;
-        Ok(self.publish_event(&channel, Some("process_status"), json_string(status)))
-    }
-}
-
-fn json_string(s: &str) -> Json {
-    // Encoding a string cannot fail.
-    Json::encode(s).unwrap_or_else(|_| Json::null())
 }

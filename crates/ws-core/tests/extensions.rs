@@ -5,7 +5,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use ws_core::test_util::{ManualClock, RecordingConn};
-use ws_core::{ConnInfo, DisconnectReason, Hooks, Hub, Identity};
+use ws_core::{
+    ConnInfo, DisconnectReason, Hooks, Hub, Identity, ProcessError, ProcessState, ProcessStatus, ProcessStream,
+};
 use ws_protocol::{ChannelName, ServerMessage};
 
 fn ch(name: &str) -> ChannelName {
@@ -66,27 +68,41 @@ fn direct_sends_broadcasts_and_disconnects() {
 }
 
 #[test]
-fn process_helpers_publish_with_event_names() {
+fn process_helpers_publish_typed_output_and_the_callers_timestamp() {
+    // The hub's clock reads 0: a status's time can only come from the caller.
     let hub = Hub::builder(ManualClock::new(0)).build();
     let a = connect(&hub, Identity::anonymous());
     hub.subscribe(a.id(), &ch("process:build-7")).unwrap();
     a.drain();
-    assert_eq!(hub.send_process_output("build-7", "compiling \"ws-core\"").unwrap(), 1);
-    assert_eq!(hub.send_process_status("build-7", "exited 0").unwrap(), 2);
-    let got = a.messages();
-    let events: Vec<(Option<String>, String)> = got
+    assert_eq!(hub.send_process_output("build-7", ProcessStream::Stdout, "compiling \"ws-core\"").unwrap(), 1);
+    assert_eq!(hub.send_process_output("build-7", ProcessStream::Stderr, "warning: unused").unwrap(), 2);
+    let exited = ProcessStatus::new(ProcessState::Exited, 1_733_318_400_123).code(0);
+    assert_eq!(hub.send_process_status("build-7", &exited).unwrap(), 3);
+    let got: Vec<(Option<String>, String)> = a
+        .messages()
         .into_iter()
         .map(|m| match m {
-            ServerMessage::Message(p) => (p.event, p.data.decode::<String>().unwrap()),
+            ServerMessage::Message(p) => (p.event, p.data.as_str().to_owned()),
             other => panic!("{other:?}"),
         })
         .collect();
+    let event = |e: &str, data: &str| (Some(e.to_owned()), data.to_owned());
     assert_eq!(
-        events,
+        got,
         vec![
-            (Some("process_output".into()), "compiling \"ws-core\"".into()),
-            (Some("process_status".into()), "exited 0".into())
+            event("process_output", r#"{"line":"compiling \"ws-core\"","stream":"stdout"}"#),
+            event("process_output", r#"{"line":"warning: unused","stream":"stderr"}"#),
+            event("process_status", r#"{"state":"exited","code":0,"at_ms":1733318400123}"#),
         ]
     );
-    assert!(hub.send_process_output("bad id", "x").is_err(), "ids must make valid channel names");
+    assert!(matches!(
+        hub.send_process_output("bad id", ProcessStream::Stdout, "x"),
+        Err(ProcessError::InvalidId { .. })
+    ));
+    let long = "x".repeat(64 * 1024 + 1);
+    assert!(matches!(
+        hub.send_process_output("build-7", ProcessStream::Stdout, &long),
+        Err(ProcessError::LineTooLong { .. })
+    ));
+    assert!(a.messages().is_empty(), "refused events publish nothing");
 }

@@ -32,11 +32,27 @@
 //! let err = ClientFrame::decode(br#"{"type":"subscribe","id":"a","channel":"bad name"}"#).unwrap_err();
 //! assert_eq!(err.error.to_string(), "field `channel` is invalid: channel name has a character outside A-Z a-z 0-9 _ - . : @ / = #");
 //! ```
+//!
+//! # Process streaming
+//!
+//! A process's output and state go to its channel `process:{id}` as `message` frames with an `event`:
+//!
+//! | `event` | `data` |
+//! | --- | --- |
+//! | `process_output` | `{"line": string, "stream": "stdout" \| "stderr"}`, one line without its line ending, at most 64 KiB |
+//! | `process_status` | `{"state": "running" \| "exited" \| "failed", "code": number, "reason": string, "at_ms": number}`; `code` (the exit code) and `reason` only when known; `at_ms` is the wall-clock time of the change in Unix milliseconds, from the server |
+//!
+//! Clients decode `data` into [`ProcessOutput`] and [`ProcessStatus`]; backends build a ready publication with
+//! [`ProcessEvent`] (the hub's `send_process_output` and `send_process_status` do it for them, and `ws-server`
+//! takes `POST /api/process/{id}/output` and `/status`). In `ws-server`'s default configuration the `process`
+//! namespace keeps recent output as history, so a client that joins late asks `history` for it, and only
+//! backends may publish there.
 
 mod channel;
 mod command;
 mod error;
 mod json;
+mod process;
 mod server;
 mod writer;
 
@@ -46,6 +62,11 @@ pub use command::{
 };
 pub use error::{DecodeError, ErrorCode};
 pub use json::{Json, MAX_DEPTH};
+pub use process::{
+    process_channel, ProcessError, ProcessEvent, ProcessOutput, ProcessState, ProcessStatus, ProcessStream,
+    MAX_PROCESS_ID_BYTES, MAX_PROCESS_LINE_BYTES, MAX_PROCESS_REASON_BYTES, PROCESS_NAMESPACE, PROCESS_OUTPUT_EVENT,
+    PROCESS_STATUS_EVENT,
+};
 pub use server::{
     encode_message, ClientInfo, Publication, ServerDecodeError, ServerMessage, UnsubscribeReason, PROTOCOL_VERSION,
 };

@@ -1,4 +1,7 @@
-//! The HTTP API for backends (PROTOCOL.md, "Server HTTP API"): publish, broadcast, channels, presence, history, disconnect, stats.
+//! The HTTP API for backends (PROTOCOL.md, "Server HTTP API"): publish, broadcast, channels, presence, history, disconnect, stats;
+//! and process streaming (`process.rs`).
+
+mod process;
 
 use std::collections::BTreeMap;
 
@@ -140,6 +143,7 @@ impl Api {
             "history" => "history",
             "disconnect" => "disconnect",
             "stats" => "stats",
+            "process" => "process",
             _ => "unknown",
         }
     }
@@ -201,6 +205,7 @@ impl Api {
             },
             (&Method::POST, "disconnect", None) => self.disconnect(body),
             (&Method::GET, "stats", None) => ApiResponse::ok(&self.hub.stats()),
+            (&Method::POST, "process", Some(rest)) => self.process(rest, body).await,
             _ => ApiResponse::error(StatusCode::NOT_FOUND, "not_found", &format!("no API endpoint {method} {path}")),
         }
     }

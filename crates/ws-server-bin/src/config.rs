@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use ws_core::ws_protocol::PROCESS_NAMESPACE;
 use ws_core::{NamespaceConfig, Namespaces};
 
 /// The prefix of environment variables; nested keys are joined with `__`
@@ -36,7 +37,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The default namespace's policy (channels with no `:`, and namespaces not listed).
     pub namespace: NamespaceConfig,
-    /// Named namespaces: `[namespaces.chat]`.
+    /// Named namespaces: `[namespaces.chat]`. Default: `process` (see [`process_namespace`]).
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// TLS.
     pub tls: TlsConfig,
@@ -66,7 +67,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             auth: AuthConfig::default(),
             namespace: NamespaceConfig::default(),
-            namespaces: BTreeMap::new(),
+            namespaces: BTreeMap::from([(PROCESS_NAMESPACE.to_owned(), process_namespace())]),
             tls: TlsConfig::default(),
             api: ApiConfig::default(),
             relay: RelayConfig::default(),
@@ -76,6 +77,15 @@ impl Default for Config {
             broker: BrokerConfig::default(),
         }
     }
+}
+
+/// The default policy of the `process` namespace, where backends stream processes (`process:{id}`): the last
+/// 1,000 lines of each process are kept for an hour, so a client that joins late reads them with `history`, and
+/// clients may not publish (only backends do, through the API or the hub). A `[namespaces.process]` section
+/// changes the keys it names and keeps these for the others.
+#[must_use]
+pub fn process_namespace() -> NamespaceConfig {
+    NamespaceConfig::default().allow_publish(false).history(1000, 3_600_000)
 }
 
 /// Endpoint paths.
@@ -118,7 +128,8 @@ pub struct LimitsConfig {
     pub write_timeout_ms: u64,
     /// Messages a connection may send per second, on average. Default 100.
     pub rate_per_sec: u32,
-    /// Messages a connection may send in a burst. Default 200.
+    /// Messages a connection may send in a burst; keep it above `max_channels_per_conn`, so a client that
+    /// reconnects can resubscribe to every channel at once. Default 2,048.
     pub rate_burst: u32,
     /// Most channels one connection may subscribe to. Default 1,024.
     pub max_channels_per_conn: usize,
@@ -138,7 +149,7 @@ impl Default for LimitsConfig {
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             rate_per_sec: 100,
-            rate_burst: 200,
+            rate_burst: 2048,
             max_channels_per_conn: 1024,
             max_history_bytes: 128 * 1024 * 1024,
         }
@@ -323,6 +334,10 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DrainConfig {
+    /// On shutdown, `/readyz` answers 503 at once but the server keeps accepting connections for this long,
+    /// so load balancers stop routing to it before it refuses anyone; 0 stops accepting at once.
+    /// Default 5,000 ms.
+    pub ready_delay_ms: u64,
     /// Clients are told to reconnect after a delay spread uniformly over this window. Default 5,000 ms.
     pub window_ms: u64,
     /// Queued messages are flushed within this deadline, then the process exits. Default 10,000 ms.
@@ -331,7 +346,7 @@ pub struct DrainConfig {
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        Self { window_ms: 5_000, deadline_ms: 10_000 }
+        Self { ready_delay_ms: 5_000, window_ms: 5_000, deadline_ms: 10_000 }
     }
 }
 
@@ -419,6 +434,10 @@ impl Config {
     /// `WS_SERVER_*` environment variables, then `flags` (a TOML-shaped overlay
     /// of the flags given); later sources win. Then validates it.
     ///
+    /// Unknown keys in the file are refused. A variable with no `__` whose name is not a top-level key is
+    /// someone else's (Kubernetes sets `WS_SERVER_PORT` and more for a Service named `ws-server`) and is left
+    /// out; [`crate::ignored_env_vars`] names them. A variable with `__` and an unknown key is refused.
+    ///
     /// # Errors
     /// [`ConfigError`] names the key at fault and where its value came from.
     pub fn load(file: Option<&Path>, flags: &toml::Table) -> Result<Self, ConfigError> {
@@ -430,7 +449,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .merge(crate::env::provider())
             .merge(Serialized::defaults(flags.clone()))
             .extract()
             .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;

@@ -19,6 +19,7 @@ mod api;
 mod auth;
 mod cli;
 mod config;
+mod env;
 mod logging;
 mod metrics;
 mod routes;
@@ -29,9 +30,10 @@ pub use api::{Api, ApiResponse};
 pub use auth::{hs256_token, AuthSetupError, Claims, ServerAuthenticator};
 pub use cli::{Cli, Command, LogFormatArg};
 pub use config::{
-    ApiConfig, AuthConfig, Config, ConfigError, DrainConfig, HeartbeatConfig, JwtConfig, LimitsConfig, LogConfig,
-    LogFormat, MetricsConfig, PathsConfig, QueueConfig, RelayConfig, TlsConfig, ENV_PREFIX,
+    process_namespace, ApiConfig, AuthConfig, Config, ConfigError, DrainConfig, HeartbeatConfig, JwtConfig,
+    LimitsConfig, LogConfig, LogFormat, MetricsConfig, PathsConfig, QueueConfig, RelayConfig, TlsConfig, ENV_PREFIX,
 };
+pub use env::ignored_env_vars;
 pub use logging::init as init_logging;
 pub use metrics::Metrics;
 pub use routes::{Readiness, Routes, CLIENT_MODULE, DEMO_PAGE};

@@ -119,7 +119,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains: `/readyz` turns 503 at
-    /// once, every client gets `disconnect` with a `reconnect_after_ms` spread
+    /// once while new connections are still accepted for `drain.ready_delay_ms`
+    /// (so load balancers stop sending any first); then the listener closes,
+    /// every client gets `disconnect` with a `reconnect_after_ms` spread
     /// over `drain.window_ms` and close 1001, queues flush within
     /// `drain.deadline_ms`, and this returns.
     ///
@@ -137,10 +139,16 @@ impl Server {
                 let _ = drained_rx.await;
             }))
         });
+        let ready_delay_ms = self.config.drain.ready_delay_ms;
         let shutdown = async move {
             shutdown.await;
-            tracing::info!("draining: readiness off, disconnecting clients");
             readiness.set_draining();
+            if ready_delay_ms > 0 {
+                // Load balancers notice the 503 on their next probe; until they do, they still send clients here.
+                tracing::info!(ready_delay_ms, "draining: readiness off, still accepting for ready_delay_ms");
+                tokio::time::sleep(Duration::from_millis(ready_delay_ms)).await;
+            }
+            tracing::info!("draining: not accepting, disconnecting clients");
         };
         match admin_addr {
             Some(admin) => tracing::info!(%addr, %admin, tls = self.config.tls.cert.is_some(), "listening"),

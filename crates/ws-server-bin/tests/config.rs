@@ -1,8 +1,12 @@
 //! The configuration through the real binary: precedence, refusal of unknown keys and bad values,
 //! `--print-config`, `check-config` and `gen-token`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use common::KUBERNETES_SERVICE_ENV;
 
 fn ws_server(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws-server"));
@@ -45,6 +49,16 @@ fn print_config_shows_the_defaults() {
     assert_eq!(cfg["limits"]["max_message_bytes"].as_integer(), Some(65536));
     assert_eq!(cfg["heartbeat"]["interval_ms"].as_integer(), Some(25000));
     assert_eq!(cfg["namespace"]["slow_consumer"].as_str(), Some("disconnect"));
+    let process = &cfg["namespaces"]["process"];
+    assert_eq!(process["allow_publish"].as_bool(), Some(false), "only backends publish process output");
+    assert_eq!(process["history_size"].as_integer(), Some(1000));
+    assert_eq!(process["history_ttl_ms"].as_integer(), Some(3_600_000));
+    // A section that names one key keeps the built-in process defaults for the others.
+    let file = temp_file("process.toml", "[namespaces.process]\nallow_anonymous = false\n");
+    let cfg = printed(&ws_server(&["--config", file.to_str().unwrap(), "--print-config"], &[]));
+    let process = &cfg["namespaces"]["process"];
+    assert_eq!((process["allow_anonymous"].as_bool(), process["allow_publish"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(process["history_size"].as_integer(), Some(1000));
 }
 
 #[test]
@@ -97,6 +111,43 @@ fn unknown_keys_are_refused_with_their_name() {
     let out = ws_server(&["--print-config"], &[("WS_SERVER_LIMITS__NOPE", "1")]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+}
+
+#[test]
+fn kubernetes_service_variables_are_ignored_and_named_in_one_warning_without_their_values() {
+    let out = ws_server(&["--print-config"], &KUBERNETES_SERVICE_ENV);
+    let cfg = printed(&out);
+    assert_eq!(cfg["listen"].as_str(), Some("127.0.0.1:8080"), "WS_SERVER_PORT configures nothing");
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {err}");
+    for (name, _) in KUBERNETES_SERVICE_ENV {
+        assert!(warnings[0].split(' ').any(|word| word == name), "{name} is not named: {err}");
+    }
+    assert!(!err.contains("10.96.12.34") && !err.contains("tcp://"), "values are not printed: {err}");
+    // check-config says the same and passes.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/ws-server.example.toml");
+    let out = ws_server(&["check-config", example], &KUBERNETES_SERVICE_ENV);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("WS_SERVER_SERVICE_HOST"));
+}
+
+#[test]
+fn beside_kubernetes_variables_a_nested_typo_and_a_bad_value_of_a_known_key_still_stop_the_server() {
+    let cases = [
+        ("WS_SERVER_BROKER__REDIS_ULR", "redis://127.0.0.1:6379", "redis_ulr"),
+        ("WS_SERVER_NOPE__X", "1", "nope"),
+        ("WS_SERVER_WORKERS", "many", "workers"),
+        ("WS_SERVER_LISTEN", "tcp://10.96.12.34:8080", "listen"),
+    ];
+    for (name, value, key) in cases {
+        let mut env = KUBERNETES_SERVICE_ENV.to_vec();
+        env.push((name, value));
+        let out = ws_server(&["--print-config"], &env);
+        assert!(!out.status.success(), "{name}={value} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(key), "{name}: the error does not name `{key}`: {err}");
+    }
 }
 
 #[test]

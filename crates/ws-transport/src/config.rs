@@ -16,12 +16,17 @@ use crate::stats::TransportStats;
 /// reply with code `rate_limited`, on the relay it is silently not forwarded.
 /// After [`Self::max_violations`] dropped messages in a row the connection is
 /// closed with 4003.
+///
+/// The default lets a new connection send 2,048 messages at once, twice the hub's default
+/// `max_channels_per_conn`, so a client that reconnects can resubscribe to every channel and still send its
+/// backlog; after that, 100 a second for as long as it likes. Only a client that keeps sending faster is
+/// refused, and closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimit {
     /// Tokens added per second. Default 100.
     pub per_second: u32,
-    /// The bucket's size: how many messages may arrive at once. Default 200.
+    /// The bucket's size: how many messages may arrive at once. Default 2,048.
     pub burst: u32,
     /// Consecutive rate-limited messages after which the connection is closed with 4003. Default 10.
     pub max_violations: u32,
@@ -29,7 +34,7 @@ pub struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
-        Self { per_second: 100, burst: 200, max_violations: 10 }
+        Self { per_second: 100, burst: 2048, max_violations: 10 }
     }
 }
 
@@ -114,7 +119,7 @@ pub struct TransportConfig {
     /// The `Retry-After` a 503 carries. Default 5 s.
     pub retry_after: Duration,
     /// The per-connection message rate limit; `None` turns it off. Default `Some(RateLimit::default())`:
-    /// 100 messages a second, bursts of 200, closed with 4003 after 10 violations in a row.
+    /// 100 messages a second, bursts of 2,048, closed with 4003 after 10 violations in a row.
     pub rate_limit: Option<RateLimit>,
     /// Whether the relay sends a message back to its sender too. Default `false`.
     pub relay_echo: bool,

@@ -10,20 +10,21 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use ws_core::{AuthError, AuthRequest};
+use ws_core::{AuthError, AuthRequest, RefusalReason};
 
 use crate::http::{json_error, unavailable};
 use crate::registration::{EndpointKind, Registration};
 use crate::server::Server;
 use crate::session;
-use crate::stats::Rejection;
 use crate::stream::Stream;
 
 /// The subprotocol of PROTOCOL.md, selected when a client offers it.
 pub(crate) const SUBPROTOCOL: &str = "wshub.v1";
 
 /// Answers an upgrade request on one of the WebSocket endpoints: an error response before any upgrade, or the
-/// 101 (and a session spawned to take the socket once hyper hands it over).
+/// 101 (and a session spawned to take the socket once hyper hands it over). Every refusal of an upgrade request
+/// is counted and reported to the hub's hooks ([`Server::refused`]); a request that is no upgrade at all gets
+/// its 426 and nothing else.
 pub(crate) async fn upgrade(
     server: &Arc<Server>,
     mut request: Request<Incoming>,
@@ -37,23 +38,25 @@ pub(crate) async fn upgrade(
         response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
         return response;
     }
-    let stats = &config.stats;
+    // The path only: the query may carry the token.
+    let path = request.uri().path().to_owned();
+    let refused = |reason| server.refused(reason, peer, &path);
     if server.shutdown.is_cancelled() {
-        stats.rejected(Rejection::Capacity);
+        refused(RefusalReason::ShuttingDown);
         return unavailable("shutting_down", "the server is shutting down", config.retry_after);
     }
     let headers = request.headers();
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     if !origin_allowed(&config.allowed_origins, origin, host) {
-        stats.rejected(Rejection::Origin);
+        refused(RefusalReason::Origin);
         return json_error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
     }
     // Connection caps are ours: fastwebsockets 0.10 and hyper have none.
     let slot = match server.caps.acquire(peer.ip()) {
         Ok(slot) => slot,
         Err(exceeded) => {
-            stats.rejected(Rejection::Capacity);
+            refused(RefusalReason::Capacity);
             return unavailable("overloaded", exceeded.message(), config.retry_after);
         }
     };
@@ -70,21 +73,21 @@ pub(crate) async fn upgrade(
     {
         Ok(Ok(identity)) => identity,
         Ok(Err(AuthError::Unauthorized(message))) => {
-            stats.rejected(Rejection::Unauthorized);
+            refused(RefusalReason::Unauthorized);
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &message);
         }
         Ok(Err(AuthError::Unavailable(message))) => {
-            stats.rejected(Rejection::Unavailable);
+            refused(RefusalReason::Unavailable);
             tracing::warn!(%message, "authenticator unavailable");
             return unavailable("unavailable", "authentication is unavailable", config.retry_after);
         }
         Ok(Err(error)) => {
-            stats.rejected(Rejection::Unauthorized);
+            refused(RefusalReason::Unauthorized);
             tracing::warn!(%error, "authentication failed");
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", "authentication failed");
         }
         Err(_) => {
-            stats.rejected(Rejection::Unavailable);
+            refused(RefusalReason::Unavailable);
             tracing::warn!("authenticator timed out");
             return unavailable("unavailable", "authentication timed out", config.retry_after);
         }
@@ -92,9 +95,13 @@ pub(crate) async fn upgrade(
     let subprotocol = matches!(kind, EndpointKind::Hub) && offers_subprotocol(request.headers());
     let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string()),
+        Err(error) => {
+            refused(RefusalReason::BadRequest);
+            return json_error(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
+        }
     };
     let Some(registration) = Registration::new(server, kind, &identity, peer, slot) else {
+        refused(RefusalReason::Internal);
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the connection could not be registered");
     };
     server.tasks.spawn(async move {

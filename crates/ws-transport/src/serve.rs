@@ -164,6 +164,9 @@ async fn route(server: &Arc<Server>, request: Request<Incoming>, peer: SocketAdd
     let relay = Some(config.relay_path_prefix.as_str()).filter(|p| !p.is_empty());
     if let Some(room) = relay.and_then(|prefix| path.strip_prefix(prefix)) {
         if ws_protocol::validate_channel(room).is_err() {
+            if fastwebsockets::upgrade::is_upgrade_request(&request) {
+                server.refused(ws_core::RefusalReason::BadRequest, peer, path);
+            }
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",

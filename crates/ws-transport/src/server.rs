@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use ws_core::{ConnId, Hub, ShardedMap};
+use ws_core::{ConnId, Hub, RefusalReason, ShardedMap, UpgradeRefusal};
 use ws_protocol::ServerMessage;
 
 use crate::caps::Caps;
 use crate::config::TransportConfig;
 use crate::outbound::{CloseRequest, Flush, Outbound};
 use crate::relay::Rooms;
+use crate::stats::Rejection;
 
 /// What one `serve` call shares with its connections.
 #[derive(Debug)]
@@ -44,6 +47,14 @@ impl Server {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Counts an upgrade refused for `reason` and reports it to the hub's hooks. `path` carries no query string.
+    pub(crate) fn refused(&self, reason: RefusalReason, peer: SocketAddr, path: &str) {
+        if let Some(rejection) = Rejection::of(reason) {
+            self.config.stats.rejected(rejection);
+        }
+        self.hub.upgrade_refused(&UpgradeRefusal::new(reason, peer, path));
     }
 
     /// The close request that tells a connection the server is going away: a graceful 1001, with a

@@ -23,6 +23,19 @@ pub enum Rejection {
 impl Rejection {
     const ALL: [Rejection; 4] = [Self::Unauthorized, Self::Unavailable, Self::Origin, Self::Capacity];
 
+    /// The counter a refusal goes to: shutting down counts as capacity; a malformed request or a server fault
+    /// is no rejection of a client's credentials or origin and is not counted here.
+    pub(crate) fn of(reason: ws_core::RefusalReason) -> Option<Self> {
+        use ws_core::RefusalReason as R;
+        match reason {
+            R::Unauthorized => Some(Self::Unauthorized),
+            R::Unavailable => Some(Self::Unavailable),
+            R::Origin => Some(Self::Origin),
+            R::Capacity | R::ShuttingDown => Some(Self::Capacity),
+            _ => None,
+        }
+    }
+
     /// A short label, for metrics.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -1,8 +1,9 @@
 //! The upgrade: authentication, origin policy, connection caps, and the handshake limits (timeout, header
-//! size), each checked by its exact HTTP status and body over a real socket.
+//! size), each checked by its exact HTTP status and body over a real socket; every refusal reported to the hooks.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use common::{connect, next_json, raw_http, refusal, try_connect_with, RawClient,
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use ws_core::{AuthError, AuthRequest, Authenticator, Identity};
-use ws_transport::TransportConfig;
+use ws_core::{AuthError, AuthRequest, Authenticator, Hooks, Hub, Identity, RefusalReason, UpgradeRefusal};
+use ws_transport::{SystemClock, TransportConfig};
 
 /// Accepts the token `good` as alice, answers `down` as an unavailable backend, refuses anything else.
 #[derive(Debug)]
@@ -140,4 +141,83 @@ async fn an_oversized_request_head_gets_431() {
     let server = TestServer::start(TransportConfig::default().max_header_bytes(32 * 1024)).await;
     let response = raw_http(server.addr, request.as_bytes()).await;
     assert_eq!(response.status, 101, "{}", response.head);
+}
+
+/// Hooks that record every refused upgrade.
+#[derive(Debug, Default)]
+struct Refusals(parking_lot::Mutex<Vec<UpgradeRefusal>>);
+
+impl Hooks for Refusals {
+    fn on_upgrade_refused(&self, refusal: &UpgradeRefusal) {
+        self.0.lock().push(refusal.clone());
+    }
+}
+
+impl Refusals {
+    fn take(&self) -> Vec<UpgradeRefusal> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
+
+/// Sends a raw upgrade request for `target` with `extra` header lines; returns the status and the client's
+/// own address, which the server sees as the peer.
+async fn raw_upgrade(addr: SocketAddr, target: &str, extra: &str) -> (u16, SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let local = stream.local_addr().unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(GUARD, stream.read(&mut byte)).await.expect("a status line in time").unwrap();
+        assert_eq!(n, 1, "the server closed before answering");
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head).split(' ').nth(1).unwrap().parse().unwrap();
+    (status, local)
+}
+
+#[tokio::test]
+async fn every_refused_upgrade_reaches_the_hooks_with_its_reason_peer_and_path_but_never_the_token() {
+    const SECRET: &str = "s3cret-token-0123";
+    let hooks = Arc::new(Refusals::default());
+    let hub = Hub::builder(Arc::new(SystemClock)).hooks(hooks.clone()).build();
+    let config = auth_config().allowed_origins(vec!["https://app.example".into()]).max_connections_per_ip(1);
+    let server = TestServer::with_hub(hub, config).await;
+    let v13 = "Sec-WebSocket-Version: 13\r\n";
+    let cases: Vec<(String, String, u16, RefusalReason, &str)> = vec![
+        (format!("/ws?token={SECRET}&x=1"), v13.into(), 401, RefusalReason::Unauthorized, "/ws"),
+        (
+            "/relay/room-1".into(),
+            format!("Authorization: Bearer {SECRET}\r\n{v13}"),
+            401,
+            RefusalReason::Unauthorized,
+            "/relay/room-1",
+        ),
+        ("/ws".into(), v13.into(), 401, RefusalReason::Unauthorized, "/ws"),
+        ("/ws?token=down".into(), v13.into(), 503, RefusalReason::Unavailable, "/ws"),
+        ("/ws?token=good".into(), format!("Origin: http://evil.example\r\n{v13}"), 403, RefusalReason::Origin, "/ws"),
+        ("/ws?token=good".into(), "Sec-WebSocket-Version: 8\r\n".into(), 400, RefusalReason::BadRequest, "/ws"),
+        ("/relay/bad%20room?token=good".into(), v13.into(), 400, RefusalReason::BadRequest, "/relay/bad%20room"),
+    ];
+    let mut seen = Vec::new();
+    for (target, extra, status, reason, path) in &cases {
+        let (got, local) = raw_upgrade(server.addr, target, extra).await;
+        assert_eq!(got, *status, "{target}");
+        let refusals = hooks.take();
+        assert_eq!(refusals, vec![UpgradeRefusal::new(*reason, local, path)], "{target} {extra}");
+        seen.extend(refusals);
+    }
+    // The per-address cap: one connection is in, the next is refused.
+    let _in = connect(&server, "/ws?token=good").await;
+    let (got, local) = raw_upgrade(server.addr, "/ws?token=good", v13).await;
+    assert_eq!(got, 503);
+    let refusals = hooks.take();
+    assert_eq!(refusals, vec![UpgradeRefusal::new(RefusalReason::Capacity, local, "/ws")]);
+    seen.extend(refusals);
+    // Nothing the hooks were given carries the token, though two of the requests did.
+    assert!(!format!("{seen:?}").contains(SECRET), "{seen:?}");
 }

@@ -16,6 +16,19 @@ use ws_server::{Config, Server};
 
 pub mod cluster;
 
+/// What Kubernetes puts in the environment of every pod of a namespace with a Service named `ws-server` that
+/// has a port named `http`: our prefix, but not our configuration.
+pub const KUBERNETES_SERVICE_ENV: [(&str, &str); 8] = [
+    ("WS_SERVER_PORT", "tcp://10.96.12.34:8080"),
+    ("WS_SERVER_PORT_8080_TCP", "tcp://10.96.12.34:8080"),
+    ("WS_SERVER_PORT_8080_TCP_ADDR", "10.96.12.34"),
+    ("WS_SERVER_PORT_8080_TCP_PORT", "8080"),
+    ("WS_SERVER_PORT_8080_TCP_PROTO", "tcp"),
+    ("WS_SERVER_SERVICE_HOST", "10.96.12.34"),
+    ("WS_SERVER_SERVICE_PORT", "8080"),
+    ("WS_SERVER_SERVICE_PORT_HTTP", "8080"),
+];
+
 /// A server running in this process.
 pub struct Running {
     pub addr: SocketAddr,
@@ -35,10 +48,11 @@ impl Running {
     }
 }
 
-/// A config on an ephemeral port with quick timers.
+/// A config on an ephemeral port with quick timers; shutdown stops accepting at once.
 pub fn config() -> Config {
     let mut config = Config::default();
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.drain.ready_delay_ms = 0;
     config.drain.deadline_ms = 2_000;
     config.drain.window_ms = 1_000;
     config
