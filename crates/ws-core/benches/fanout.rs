@@ -119,5 +119,91 @@ fn churn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish_fan_out, many_channels, churn);
+/// The thread counts the scaling benches run with: 1, 2, and every core when the machine has more.
+fn thread_counts() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut counts = vec![1, 2];
+    if cores > 2 {
+        counts.push(cores);
+    }
+    counts
+}
+
+/// Publishing from several threads to distinct channels: no lock or counter in common, so the rate should
+/// grow with the threads (up to the cores there are). Elements are publications; `iters` is per thread.
+fn threads(c: &mut Criterion) {
+    let data = Json::parse(r#"{"n":1}"#).unwrap();
+    let mut group = c.benchmark_group("threads");
+    for threads in thread_counts() {
+        let (hub, ids) = hub_with(threads);
+        let channels: Vec<ChannelName> = (0..threads).map(|i| ChannelName::new(&format!("own:{i}")).unwrap()).collect();
+        for (id, ch) in ids.iter().zip(&channels) {
+            hub.subscribe(*id, ch).unwrap();
+        }
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_function(format!("publish_distinct_channels/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let start = std::sync::Barrier::new(threads + 1);
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = channels
+                        .iter()
+                        .map(|ch| {
+                            let (hub, start) = (&hub, &start);
+                            scope.spawn(move || {
+                                // Its own payload: a shared one would put every thread on one refcount.
+                                let data = Json::parse(r#"{"n":1}"#).unwrap();
+                                start.wait();
+                                for _ in 0..iters {
+                                    hub.publish(ch, data.clone());
+                                }
+                            })
+                        })
+                        .collect();
+                    start.wait();
+                    let began = std::time::Instant::now();
+                    for worker in workers {
+                        worker.join().unwrap();
+                    }
+                    began.elapsed()
+                })
+            });
+        });
+    }
+    // One hot channel with 100 subscribers: its publisher's rate while other threads subscribe and unsubscribe
+    // on the same channel (their work takes the channel's lock too, briefly).
+    for threads in thread_counts() {
+        let (hub, ids) = hub_with(100 + threads);
+        let hot = ChannelName::new("hot").unwrap();
+        for id in &ids[..100] {
+            hub.subscribe(*id, &hot).unwrap();
+        }
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("hot_channel_publish_with_churn/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                std::thread::scope(|scope| {
+                    for id in &ids[100..100 + threads - 1] {
+                        let (hub, hot, stop) = (&hub, &hot, &stop);
+                        scope.spawn(move || {
+                            while !stop.load(Relaxed) {
+                                hub.subscribe(*id, hot).unwrap();
+                                hub.unsubscribe(*id, hot);
+                            }
+                        });
+                    }
+                    let began = std::time::Instant::now();
+                    for _ in 0..iters {
+                        hub.publish(&hot, data.clone());
+                    }
+                    let took = began.elapsed();
+                    stop.store(true, Relaxed);
+                    took
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish_fan_out, many_channels, churn, threads);
 criterion_main!(benches);

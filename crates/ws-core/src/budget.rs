@@ -1,7 +1,7 @@
 //! `HistoryBudget`: the node's cap on the bytes of in-memory history, over every channel.
 //!
 //! Without it, clients publishing to many channels that keep history grow the node until each history's
-//! time to live runs out. The count is a striped [`Counter`]: a publish adds to its thread's stripe, and the
+//! time to live runs out. The count is a striped [`StripedCounter`]: a publish adds to its thread's stripe, and the
 //! sum is read only when a stripe passes another multiple of a quantum (an eighth of a sixteenth of the
 //! cap), so the cap may be overshot by at most about an eighth of it and no publish writes a shared atomic.
 //! Past the cap, the registry evicts whole histories, the least recently written first, until the total is
@@ -10,16 +10,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::history::Resize;
-use crate::stats::Counter;
+use crate::stats::StripedCounter;
 
-/// The stripes of the count, as [`Counter`] has them.
+/// The stripes of the count, as [`StripedCounter`] has them.
 const STRIPES: u64 = 16;
 
 pub(crate) struct HistoryBudget {
     cap: u64,
     quantum: u64,
-    bytes: Counter,
-    evictions: Counter,
+    bytes: StripedCounter,
+    evictions: StripedCounter,
     /// Set while one thread evicts; others need not wait for it.
     evicting: AtomicBool,
 }
@@ -40,8 +40,8 @@ impl HistoryBudget {
         Self {
             cap,
             quantum: (cap / STRIPES / 8).max(1),
-            bytes: Counter::default(),
-            evictions: Counter::default(),
+            bytes: StripedCounter::default(),
+            evictions: StripedCounter::default(),
             evicting: AtomicBool::new(false),
         }
     }

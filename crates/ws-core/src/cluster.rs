@@ -232,6 +232,11 @@ impl Hub {
 
     /// A live publication from the broker, in the order the broker received it.
     pub fn broker_publication(&self, epoch: &str, publication: Publication) {
+        // Subscribers' tasks are woken once the channel's lock is released (see `wake.rs`).
+        crate::wake::deferring(|| self.broker_publication_now(epoch, publication));
+    }
+
+    fn broker_publication_now(&self, epoch: &str, publication: Publication) {
         let Some(ch) = self.lookup(&publication.channel) else { return };
         let mut after = After::default();
         {

@@ -15,7 +15,7 @@ use ws_protocol::ChannelName;
 use crate::conn::{Conn, ConnId};
 use crate::policy::Identity;
 use crate::sharded::ShardedMap;
-use crate::stats::Counter;
+use crate::stats::StripedCounter;
 
 /// How many low bits of a connection id count connections; the bits above hold the node's prefix.
 pub(crate) const SEQUENCE_BITS: u32 = 40;
@@ -60,7 +60,7 @@ impl ConnEntry {
 pub(crate) struct Connections {
     conns: ShardedMap<ConnId, Arc<ConnEntry>>,
     users: ShardedMap<Arc<str>, Vec<ConnId>>,
-    count: Counter,
+    count: StripedCounter,
     next: AtomicU64,
 }
 
@@ -70,7 +70,7 @@ impl Connections {
         Self {
             conns: ShardedMap::new(),
             users: ShardedMap::new(),
-            count: Counter::default(),
+            count: StripedCounter::default(),
             next: AtomicU64::new(u64::from(prefix & 0xff_ffff) << SEQUENCE_BITS),
         }
     }

@@ -52,6 +52,7 @@ mod stats;
 mod subscriptions;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+mod wake;
 
 pub use broker::{
     Broker, BrokerError, Control, Done, HistoryReply, HistoryRequest, LocalBroker, Position, PublishRequest,
@@ -68,7 +69,8 @@ pub use policy::{
 };
 pub use presence::HistoryPage;
 pub use sharded::ShardedMap;
-pub use stats::{DelayHistogram, DropReason, StatsSnapshot};
+pub use stats::{DelayHistogram, DropReason, StatsSnapshot, StripedCounter};
 pub use subscriptions::Subscribed;
+pub use wake::{deferring, wake};
 pub use ws_protocol;
 pub use ws_protocol::{ProcessError, ProcessEvent, ProcessOutput, ProcessState, ProcessStatus, ProcessStream};

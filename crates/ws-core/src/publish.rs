@@ -71,6 +71,11 @@ impl Hub {
     /// A keyed publish on one node: the channel is kept (so its keys are), and the key is checked and
     /// recorded under the channel's lock, with the publish.
     pub(crate) fn publish_local_keyed(&self, channel: &ChannelName, event: Option<&str>, data: Json, key: &str) -> u64 {
+        // Subscribers' tasks are woken once the channel's lock is released (see `wake.rs`).
+        crate::wake::deferring(|| self.publish_local_keyed_now(channel, event, data, key))
+    }
+
+    fn publish_local_keyed_now(&self, channel: &ChannelName, event: Option<&str>, data: Json, key: &str) -> u64 {
         let now = self.now_ms();
         let window = self.inner.config.idempotency_window_ms;
         loop {
@@ -106,6 +111,11 @@ impl Hub {
     }
 
     fn publish_local(&self, channel: &ChannelName, event: Option<&str>, data: Json) -> u64 {
+        // Subscribers' tasks are woken once the channel's lock is released (see `wake.rs`).
+        crate::wake::deferring(|| self.publish_local_now(channel, event, data))
+    }
+
+    fn publish_local_now(&self, channel: &ChannelName, event: Option<&str>, data: Json) -> u64 {
         self.inner.stats.publications.add(1);
         let keep = self.policy(channel).history_size > 0;
         loop {

@@ -15,11 +15,11 @@ use crate::channel::Channel;
 use crate::history::Resize;
 use crate::namespace::NamespaceConfig;
 use crate::sharded::ShardedMap;
-use crate::stats::Counter;
+use crate::stats::StripedCounter;
 
 pub(crate) struct ChannelRegistry {
     map: ShardedMap<ChannelName, Arc<Channel>>,
-    count: Counter,
+    count: StripedCounter,
     /// Epochs are `<seed>-<n>`: the seed (the clock when the hub was built) tells two runs of the node apart.
     epoch_seed: u64,
     epochs: AtomicU64,
@@ -33,7 +33,7 @@ impl ChannelRegistry {
     pub(crate) fn new(epoch_seed: u64, clustered: bool, max_history_bytes: usize) -> Self {
         Self {
             map: ShardedMap::new(),
-            count: Counter::default(),
+            count: StripedCounter::default(),
             epoch_seed,
             epochs: AtomicU64::new(0),
             clustered,

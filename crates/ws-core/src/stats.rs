@@ -1,7 +1,7 @@
 //! Hub statistics: striped counters written on the message path, and the snapshot the API and metrics read.
 //!
 //! A counter that every publishing thread bumps would bounce one cache line between cores on every
-//! message. Each [`Counter`] is split into stripes on their own cache lines instead; a thread always writes
+//! message. Each [`StripedCounter`] is split into stripes on their own cache lines instead; a thread always writes
 //! the stripe it was given when it first counted, and a read sums the stripes.
 
 use std::cell::Cell;
@@ -16,10 +16,13 @@ const STRIPES: usize = 16;
 #[repr(align(128))]
 struct Stripe(AtomicU64);
 
-/// A counter split over [`STRIPES`] cache lines. Gauges go down with [`Counter::sub`]; the arithmetic wraps,
-/// so a stripe may hold a "negative" value while the sum stays right.
+/// A counter split over 16 cache lines, for counts that many threads bump on the message path: each thread
+/// writes its own stripe, and a read sums them. Gauges go down with [`StripedCounter::sub`]; the arithmetic
+/// wraps, so a stripe may hold a "negative" value while the sum stays right.
+///
+/// The one counter type of the workspace for such counts (the transport's byte counts use it too).
 #[derive(Debug, Default)]
-pub(crate) struct Counter {
+pub struct StripedCounter {
     stripes: [Stripe; STRIPES],
 }
 
@@ -37,8 +40,9 @@ fn stripe() -> usize {
     })
 }
 
-impl Counter {
-    pub(crate) fn add(&self, n: u64) {
+impl StripedCounter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
         if n > 0 {
             self.stripes[stripe()].0.fetch_add(n, Relaxed);
         }
@@ -51,17 +55,20 @@ impl Counter {
         old / quantum.max(1) != old.wrapping_add(n) / quantum.max(1)
     }
 
-    pub(crate) fn sub(&self, n: u64) {
+    /// Subtracts `n`.
+    pub fn sub(&self, n: u64) {
         self.stripes[stripe()].0.fetch_sub(n, Relaxed);
     }
 
     /// The sum of the stripes.
-    pub(crate) fn get(&self) -> u64 {
+    #[must_use]
+    pub fn get(&self) -> u64 {
         self.stripes.iter().fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Relaxed)))
     }
 
     /// The sum read as a gauge: a transiently negative sum (a decrement seen before its increment) reads 0.
-    pub(crate) fn gauge(&self) -> u64 {
+    #[must_use]
+    pub fn gauge(&self) -> u64 {
         u64::try_from(self.get() as i64).unwrap_or(0)
     }
 }
@@ -104,13 +111,13 @@ impl DropReason {
 /// The hub's counters. The connection and channel gauges live with the registries that own what they count.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub(crate) subscriptions: Counter,
-    pub(crate) messages_in: Counter,
-    pub(crate) messages_out: Counter,
-    pub(crate) publications: Counter,
-    pub(crate) gaps_filled: Counter,
-    pub(crate) gaps_flagged: Counter,
-    drops: [Counter; 3],
+    pub(crate) subscriptions: StripedCounter,
+    pub(crate) messages_in: StripedCounter,
+    pub(crate) messages_out: StripedCounter,
+    pub(crate) publications: StripedCounter,
+    pub(crate) gaps_filled: StripedCounter,
+    pub(crate) gaps_flagged: StripedCounter,
+    drops: [StripedCounter; 3],
 }
 
 impl Stats {
@@ -173,12 +180,19 @@ const DELAY_BUCKETS: [f64; 17] = [
     0.204_8, 0.409_6, 0.819_2, 1.638_4, 3.276_8,
 ];
 
-/// A fixed-bucket histogram of durations, updated lock-free: the transport's queue delay, the broker's
-/// publish latency.
+/// One thread's share of a [`DelayHistogram`], alone on its cache lines.
 #[derive(Debug, Default)]
-pub struct DelayHistogram {
+#[repr(align(128))]
+struct HistogramStripe {
     counts: [AtomicU64; DELAY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
+}
+
+/// A fixed-bucket histogram of durations, updated lock-free and striped like [`StripedCounter`] (each thread
+/// writes its own stripe, a read sums them): the transport's queue delay, the broker's publish latency.
+#[derive(Debug, Default)]
+pub struct DelayHistogram {
+    stripes: [HistogramStripe; STRIPES],
 }
 
 impl DelayHistogram {
@@ -186,22 +200,24 @@ impl DelayHistogram {
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let bucket = DELAY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DELAY_BUCKETS.len());
-        self.counts[bucket].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        let stripe = &self.stripes[stripe()];
+        stripe.counts[bucket].fetch_add(1, Relaxed);
+        stripe.sum_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// Sum in seconds, count, and each bucket's own `(upper bound, count)`, the last bound `f64::MAX` for `+Inf`: what
     /// `prometheus_client`'s histogram encoder takes (it writes the cumulative counts itself).
     #[must_use]
     pub fn prometheus(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let buckets: Vec<(f64, u64)> = self
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(i, count)| (DELAY_BUCKETS.get(i).copied().unwrap_or(f64::MAX), count.load(Relaxed)))
+        let buckets: Vec<(f64, u64)> = (0..=DELAY_BUCKETS.len())
+            .map(|i| {
+                let count = self.stripes.iter().map(|s| s.counts[i].load(Relaxed)).sum();
+                (DELAY_BUCKETS.get(i).copied().unwrap_or(f64::MAX), count)
+            })
             .collect();
         let count = buckets.iter().map(|(_, n)| n).sum();
-        (self.sum_ns.load(Relaxed) as f64 / 1e9, count, buckets)
+        let sum_ns: u64 = self.stripes.iter().map(|s| s.sum_ns.load(Relaxed)).sum();
+        (sum_ns as f64 / 1e9, count, buckets)
     }
 }
 
@@ -226,7 +242,7 @@ mod tests {
 
     #[test]
     fn stripes_from_many_threads_sum_up() {
-        let c = Counter::default();
+        let c = StripedCounter::default();
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
@@ -238,7 +254,7 @@ mod tests {
             }
         });
         assert_eq!(c.get(), 8000);
-        let g = Counter::default();
+        let g = StripedCounter::default();
         g.sub(1);
         assert_eq!(g.gauge(), 0, "a transiently negative gauge reads 0");
         g.add(3);

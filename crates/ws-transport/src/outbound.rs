@@ -139,7 +139,8 @@ impl Outbound {
             }
         };
         if let Some(waker) = waker {
-            waker.wake();
+            // Held until the hub has released the channel's lock, when a fan-out queued this.
+            ws_core::wake(waker);
         }
         Ok(())
     }
@@ -160,7 +161,7 @@ impl Outbound {
             state.waker.take()
         };
         if let Some(waker) = waker {
-            waker.wake();
+            ws_core::wake(waker);
         }
     }
 

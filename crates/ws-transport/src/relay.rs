@@ -18,6 +18,11 @@ impl Room {
     /// Queues an encoded frame on every member but the sender (and on the sender too when `echo`). A member
     /// whose queue is full is a slow consumer and is closed with 4000. Returns how many members took it.
     pub(crate) fn forward(&self, from: ConnId, frame: &Bytes, echo: bool) -> usize {
+        // Members' tasks are woken once the room's lock is released.
+        ws_core::deferring(|| self.forward_now(from, frame, echo))
+    }
+
+    fn forward_now(&self, from: ConnId, frame: &Bytes, echo: bool) -> usize {
         let members = self.members.lock();
         let mut sent = 0;
         for member in members.iter().filter(|m| echo || m.id() != from) {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
-use ws_core::DelayHistogram;
+use ws_core::{DelayHistogram, StripedCounter};
 
 /// Why an upgrade was refused before the 101, for [`TransportStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +52,9 @@ impl Rejection {
 #[derive(Debug, Default)]
 pub struct TransportStats {
     connections_opened: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    // Written on every read and write of every connection: striped, so worker threads do not share a line.
+    bytes_in: StripedCounter,
+    bytes_out: StripedCounter,
     rejections: [AtomicU64; 4],
     disconnections: Mutex<Vec<(u16, u64)>>,
     /// Time from queueing a frame on an empty queue to taking it for writing.
@@ -90,11 +91,11 @@ impl TransportStats {
     }
 
     pub(crate) fn read(&self, n: usize) {
-        self.bytes_in.fetch_add(n as u64, Relaxed);
+        self.bytes_in.add(n as u64);
     }
 
     pub(crate) fn wrote(&self, n: usize) {
-        self.bytes_out.fetch_add(n as u64, Relaxed);
+        self.bytes_out.add(n as u64);
     }
 
     pub(crate) fn rejected(&self, why: Rejection) {
@@ -108,8 +109,8 @@ impl TransportStats {
         TransportSnapshot {
             connections_opened: self.connections_opened.load(Relaxed),
             disconnections: self.disconnections.lock().clone(),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
             rejections: Rejection::ALL
                 .iter()
                 .zip(&self.rejections)
