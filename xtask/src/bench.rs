@@ -32,7 +32,7 @@ usage: cargo xtask bench [--quick] [--scenario NAME]... [--save-baseline] [--pee
   --quick          a short run (about two minutes; CI runs it) with small N and short windows
   --scenario NAME  run only this scenario (repeatable): core, echo, room, broadcast, idle, channels, churn, cluster
   --save-baseline  write this run's figures to benches/baseline.json (for the mode run)
-  --peer bun       also measure Bun (npm package @oven/bun-linux-x64) when it is installed
+  --peer bun       also measure Bun (benches/peers, pinned by its package-lock.json); full runs always do
   --ref-only       measure the reference server alone (no ws-server needed); gates nothing
   --hub-bin PATH   run this ws-server binary instead of building ws-server-bin (to compare builds)";
 
@@ -91,7 +91,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         (Some(path), false) => runner::Hub::Prebuilt(path.clone()),
         (None, false) => runner::Hub::Build,
     };
-    let programs = runner::build(root, hub, options.bun)?;
+    // Bun is part of every full run (the issue's targets are ratios against it); quick runs take it on request.
+    let programs = runner::build(root, hub, options.bun || mode == Mode::Full)?;
     let micro = if with_core { micro::run(root, mode)? } else { Vec::new() };
 
     let targets = programs.targets();

@@ -149,11 +149,9 @@ pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
     } else {
         None
     };
-    let bun = if with_bun { find_bun(root) } else { None };
+    let bun = if with_bun { find_bun(root).or_else(|| install_bun(root)) } else { None };
     if with_bun && bun.is_none() {
-        eprintln!(
-            "==> bun is not installed (`npm install @oven/bun-linux-x64`, or bun on PATH); skipping the bun peer"
-        );
+        eprintln!("==> bun is not installed and npm could not install it (`npm ci --prefix benches/peers`); skipping the bun peer");
     }
     let redis = on_path("redis-server");
     let (pin_server, pin_loadgen) = pinning();
@@ -183,6 +181,21 @@ fn find_bun(root: &Path) -> Option<(PathBuf, PathBuf)> {
     ];
     let bun = installed.into_iter().find(|path| path.is_file()).or_else(|| on_path("bun"))?;
     Some((bun, script))
+}
+
+/// Installs the Bun pinned by `benches/peers/package-lock.json` with `npm ci`, when npm is there.
+fn install_bun(root: &Path) -> Option<(PathBuf, PathBuf)> {
+    on_path("npm")?;
+    eprintln!("==> installing the pinned Bun for the bun peer: npm ci --prefix benches/peers");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(root.join("benches/peers"))
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    find_bun(root)
 }
 
 /// A program on `PATH`.
