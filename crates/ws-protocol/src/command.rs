@@ -255,12 +255,18 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
         let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
-            match json::check(value.get().as_bytes()) {
-                Ok(()) => {}
-                Err(DecodeError::TooDeep) => fields.too_deep = true,
-                Err(error) => return Err(serde::de::Error::custom(error)),
+            // Numbers and literals need no check, and a string only when it has escapes.
+            let text = value.get().as_bytes();
+            let open =
+                matches!(text.first(), Some(b'[' | b'{')) || (text.first() == Some(&b'"') && text.contains(&b'\\'));
+            if open {
+                match json::check(text) {
+                    Ok(()) => {}
+                    Err(DecodeError::TooDeep) => fields.too_deep = true,
+                    Err(error) => return Err(serde::de::Error::custom(error)),
+                }
             }
             let slot = match &*key {
                 "type" => &mut fields.kind,
@@ -276,6 +282,28 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             slot.get_or_insert(value);
         }
         Ok(fields)
+    }
+}
+
+/// A field name, borrowed from the frame unless it has escapes (serde's own `Cow<str>` always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 

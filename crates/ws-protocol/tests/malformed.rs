@@ -401,6 +401,7 @@ fn unknown_fields_and_null_optionals_are_ignored() {
             Command::Publish { channel: a, data: Json::parse("[1]").unwrap(), idempotency_key: None },
         ),
         (" \n{\"type\" : \"ping\" , \"id\" : 5 }\t", Some(CommandId::Int(5)), Command::Ping),
+        (r#"{"\u0074ype":"p\u0069ng","i\u0064":6}"#, Some(CommandId::Int(6)), Command::Ping),
         (r#"{"type":"ping","channel":"not checked","data":"unused"}"#, None, Command::Ping),
         (r#"{"type":"typing","channel":7,"data":[]}"#, None, Command::Custom { kind: "typing".into() }),
     ];
