@@ -4,6 +4,7 @@ mod autobahn;
 mod bench;
 mod ci;
 mod source;
+mod target_dir;
 mod tidy;
 
 use std::ffi::OsString;

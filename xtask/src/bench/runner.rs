@@ -90,10 +90,6 @@ impl Programs {
     }
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
 /// Runs `cargo <args>` from `root`, failing with `what` if it fails.
 pub(crate) fn cargo(root: &Path, args: &[&str], what: &str) -> Result<()> {
     eprintln!("==> cargo {}", args.join(" "));
@@ -119,10 +115,10 @@ pub(crate) enum Hub {
     Prebuilt(PathBuf),
 }
 
-/// Builds the load generator, the reference server and the hub as `hub` says, in release; finds Bun when
-/// `with_bun` asks for it.
-pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
-    let release = target_dir(root).join("release");
+/// Builds the load generator, the reference server and the hub as `hub` says, in release (into `target_dir`);
+/// finds Bun when `with_bun` asks for it.
+pub(crate) fn build(root: &Path, target_dir: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
+    let release = target_dir.join("release");
     cargo(root, &["build", "--release", "-p", "ws-benches", "--bins"], "building the load generator failed")?;
     let hub = if let Hub::Prebuilt(path) = hub {
         if !path.is_file() {
@@ -160,7 +156,7 @@ pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
     if pin_server.is_empty() {
         eprintln!("==> warning: cannot pin (needs `taskset` and 2 cores); server and load generator share cores");
     }
-    let logs = target_dir(root).join("bench/logs");
+    let logs = target_dir.join("bench/logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     Ok(Programs {
         loadgen: release.join("loadgen"),
