@@ -3,6 +3,7 @@
 mod autobahn;
 mod bench;
 mod ci;
+mod process;
 mod source;
 mod target_dir;
 mod tidy;

@@ -72,7 +72,7 @@ pub(crate) fn run(root: &Path, target_dir: &Path, mode: Mode) -> Result<Vec<Micr
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--", "--noplot"];
         args.extend_from_slice(timing);
         args.push(&filter);
-        super::runner::cargo(root, &args, "the criterion micro-benches failed")?;
+        crate::process::cargo(root, &args, "the criterion micro-benches failed")?;
     }
     let criterion = target_dir.join("criterion");
     BENCHES
