@@ -86,11 +86,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     let started = Instant::now();
     let target = crate::target_dir::find(root)?;
-    process::cargo(
-        root,
-        &["build", "--release", "-p", "ws-server-bin", "-p", "ws-benches", "--bins"],
-        "the soak needs ws-server and the soak driver",
-    )?;
+    // Built as `cargo xtask bench` builds them, package by package: built together, cargo would unify their
+    // dependencies' features differently and rebuild what the bench just built.
+    process::cargo(root, &["build", "--release", "-p", "ws-benches", "--bins"], "building the soak driver failed")?;
+    process::cargo(root, &["build", "--release", "-p", "ws-server-bin"], "building ws-server failed")?;
     let release = target.join("release");
     let dir = target.join("soak");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -109,7 +108,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     ];
     let mut server = Server::spawn(&cmd, &[], dir.join("ws-server.log"), addr)?;
     eprintln!(
-        "==> soak: {} s against ws-server on {addr} (pid {}, {} worker threads); its log is {}",
+        "==> soak: {} s against ws-server on {addr} (pid {}, worker threads: {}); its log is {}",
         options.secs,
         server.pid(),
         options.workers,

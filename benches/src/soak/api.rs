@@ -59,7 +59,20 @@ impl Api {
     }
 
     /// Sends one request and reads its answer; the connection is dropped after any failure.
+    ///
+    /// A kept-alive connection the server closed while it was idle (after its header read timeout) fails
+    /// before any byte of an answer: then the request is sent once more on a fresh connection. The server
+    /// never handles a request on a connection it closed as idle, so this never makes one twice.
     pub(crate) async fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {
+        let reused = self.conn.is_some();
+        let mut result = self.attempt(method, path, body).await;
+        if result.is_err() && reused && self.buf.is_empty() {
+            result = self.attempt(method, path, body).await;
+        }
+        result.map_err(|e| format!("{method} {path}: {e}"))
+    }
+
+    async fn attempt(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {
         let exchange = self.exchange(method, path, body);
         let result = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
             Ok(result) => result,
@@ -68,7 +81,7 @@ impl Api {
         if result.is_err() {
             self.conn = None;
         }
-        result.map_err(|e| format!("{method} {path}: {e}"))
+        result
     }
 
     async fn exchange(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {

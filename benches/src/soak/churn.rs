@@ -1,7 +1,9 @@
-//! Connection churn: connections opened at a steady rate that subscribe to a steady channel and two churn
-//! channels, sometimes publish on a churn channel and wait for `published`, read and check for a while,
-//! sometimes unsubscribe, and leave in one of four ways: a close handshake, a dropped socket (FIN), a reset
-//! (RST), or, never upgraded, half-way through the HTTP request.
+//! Connection churn: connections opened at a steady rate that subscribe to two churn channels and a steady
+//! channel (half of them with `recover`, mostly from a recent offset, so the missed messages are replayed
+//! while publishers keep publishing, and now and then from one the history no longer holds), sometimes
+//! publish on a churn channel and wait for `published`, read and check for a while, sometimes unsubscribe,
+//! and leave in one of four ways: a close handshake, a dropped socket (FIN), a reset (RST), or, never
+//! upgraded, half-way through the HTTP request.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpSocket;
 
 use super::conn::{HubConn, Window};
-use super::deliveries::Expect;
+use super::deliveries::{Expect, Recovery};
 use super::Shared;
 use crate::client::ClientError;
 use crate::scenario::Tasks;
@@ -74,13 +76,25 @@ async fn one(id: u64, shared: &Shared) -> Result<(), ClientError> {
         return Ok(());
     }
     let steady = shared.steady();
-    let channel = &steady[shared.random(steady.len() as u64) as usize];
+    let index = shared.random(steady.len() as u64) as usize;
+    let channel = &steady[index];
     let (a, b) = (shared.random(CHURN_CHANNELS), shared.random(CHURN_CHANNELS));
     let (a, b) = (format!("churn:{a}"), format!("churn:{}", if a == b { (b + 1) % CHURN_CHANNELS } else { b }));
     let mut conn = HubConn::open(&shared.endpoint, format!("churn {id}"), Window::Normal).await?;
-    let subscriptions =
-        [(channel.clone(), Expect::MarkedJoined), (a.clone(), Expect::Unmarked), (b.clone(), Expect::Unmarked)];
-    conn.subscribe(&subscriptions).await?;
+    conn.subscribe(&[(a.clone(), Expect::Unmarked), (b.clone(), Expect::Unmarked)]).await?;
+    match shared.epoch(index).filter(|_| shared.random(2) == 0) {
+        Some(epoch) => {
+            // Mostly from a little before the channel's latest offset (what was published on it so far, less a
+            // few), sometimes from further back than its history of 100 reaches, which must be refused whole.
+            let back = if shared.random(10) == 0 { 500 } else { 10 + shared.random(60) };
+            let offset = shared.ledger.total(index).saturating_sub(back);
+            match conn.subscribe_recovering(channel, Expect::MarkedJoined, &epoch, offset).await? {
+                Recovery::Recovered => tally.count(|c| c.recovered += 1),
+                Recovery::Refused => tally.count(|c| c.recovery_refused += 1),
+            }
+        }
+        None => conn.subscribe(&[(channel.clone(), Expect::MarkedJoined)]).await?,
+    }
     if shared.random(2) == 0 {
         conn.send(&json!({"type": "publish", "id": id, "channel": a, "data": {"churn": id}})).await?;
         let published = conn.reply("published").await?;

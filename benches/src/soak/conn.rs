@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::deliveries::{Deliveries, Expect};
+use super::deliveries::{Deliveries, Expect, Recovery};
 use super::tally::Tally;
 use crate::client::{self, ClientError, Sources, WsConn};
 use crate::marker;
@@ -92,6 +92,24 @@ impl HubConn {
             self.reply("subscribed").await?;
         }
         Ok(())
+    }
+
+    /// Subscribes to `channel` with `recover` after `offset` of `epoch`, and waits for the reply; says how it was
+    /// answered. The replayed messages, and the live ones after them, are checked as they arrive.
+    pub(crate) async fn subscribe_recovering(
+        &mut self,
+        channel: &str,
+        expect: Expect,
+        epoch: &str,
+        offset: u64,
+    ) -> Result<Recovery, ClientError> {
+        self.deliveries.expect_recovery(channel, expect, offset);
+        let recover = serde_json::json!({"epoch": epoch, "offset": offset});
+        self.send(&serde_json::json!({"type": "subscribe", "channel": channel, "recover": recover})).await?;
+        self.reply("subscribed").await?;
+        self.deliveries
+            .recovery(channel)
+            .ok_or_else(|| ClientError::Protocol(format!("no recovery answer for {channel}")))
     }
 
     /// Sends one command (a JSON object) as a text frame.

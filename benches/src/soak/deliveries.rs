@@ -1,8 +1,9 @@
 //! `Deliveries`: one connection's delivery checks, channel by channel. Every `message` comes after its
 //! channel's `subscribed` reply and before its `unsubscribed` reply; its offset is the previous one plus 1,
-//! starting after the offset the `subscribed` reply gave (nothing lost, nothing duplicated, one order); and on
-//! the steady channels, each publisher's sequence numbers follow each other, from 0 for a connection that was
-//! there before the first publication (the publisher's order kept).
+//! starting after the offset the `subscribed` reply gave, or after the recovery position when the reply says
+//! `recovered: true` (then the replayed messages come first and the live ones follow without a gap): nothing
+//! lost, nothing duplicated, one order. On the steady channels, each publisher's sequence numbers follow each
+//! other, from 0 for a connection that was there before the first publication (the publisher's order kept).
 
 use std::rc::Rc;
 
@@ -32,6 +33,20 @@ struct ChannelCheck {
     next_offset: Option<u64>,
     /// Per publisher, the sequence number its next message must carry; `None` before its first one.
     next_seq: Vec<Option<u32>>,
+    /// The offset a subscribe with `recover` asked to continue after.
+    recover_from: Option<u64>,
+    /// How that subscribe was answered.
+    recovery: Option<Recovery>,
+}
+
+/// How a subscribe with `recover` was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// `recovered: true`: the missed messages are replayed.
+    Recovered,
+    /// `recovered: false`: the position was too old (or not yet reached); the messages start after the reply's
+    /// offset.
+    Refused,
 }
 
 /// The checks of one connection.
@@ -57,7 +72,27 @@ impl Deliveries {
             Expect::MarkedFromStart => vec![Some(0); self.senders],
             Expect::MarkedJoined | Expect::Unmarked => vec![None; self.senders],
         };
-        self.channels.push(ChannelCheck { name: channel.to_owned(), expect, next_offset: None, next_seq });
+        self.channels.push(ChannelCheck {
+            name: channel.to_owned(),
+            expect,
+            next_offset: None,
+            next_seq,
+            recover_from: None,
+            recovery: None,
+        });
+    }
+
+    /// Like [`Self::expect`], for a subscribe with `recover` after `offset`.
+    pub(crate) fn expect_recovery(&mut self, channel: &str, expect: Expect, offset: u64) {
+        self.expect(channel, expect);
+        if let Some(check) = self.channels.last_mut() {
+            check.recover_from = Some(offset);
+        }
+    }
+
+    /// How the subscribe with `recover` on `channel` was answered, once its reply has come.
+    pub(crate) fn recovery(&self, channel: &str) -> Option<Recovery> {
+        self.channels.iter().find(|c| c.name == channel)?.recovery
     }
 
     /// Handles one frame from the server: messages are checked and counted; any other frame is returned parsed
@@ -73,16 +108,38 @@ impl Deliveries {
         };
         let channel = value["channel"].as_str().unwrap_or_default();
         match value["type"].as_str() {
-            Some("subscribed") => {
-                match (self.channels.iter_mut().find(|c| c.name == channel), value["offset"].as_u64()) {
-                    (Some(check), Some(offset)) if check.next_offset.is_none() => check.next_offset = Some(offset + 1),
-                    _ => self.violation(format!("an unexpected subscribed reply: {value}")),
-                }
-            }
+            Some("subscribed") => self.subscribed(&value),
             Some("unsubscribed") => self.channels.retain(|c| c.name != channel),
             _ => {}
         }
         Some(value)
+    }
+
+    /// Starts a channel's offsets from its `subscribed` reply.
+    fn subscribed(&mut self, reply: &Value) {
+        let channel = reply["channel"].as_str().unwrap_or_default();
+        let check = self.channels.iter_mut().find(|c| c.name == channel && c.next_offset.is_none());
+        let (Some(check), Some(offset)) = (check, reply["offset"].as_u64()) else {
+            return self.violation(format!("an unexpected subscribed reply: {reply}"));
+        };
+        let Some(from) = check.recover_from else {
+            check.next_offset = Some(offset + 1);
+            return;
+        };
+        match (reply["recovered"].as_bool(), reply["missed"].as_u64()) {
+            (Some(true), Some(missed)) if from <= offset && missed == offset - from => {
+                check.recovery = Some(Recovery::Recovered);
+                check.next_offset = Some(from + 1);
+            }
+            (Some(false), Some(0)) if from != offset => {
+                check.recovery = Some(Recovery::Refused);
+                check.next_offset = Some(offset + 1);
+            }
+            _ => {
+                check.next_offset = Some(offset + 1);
+                self.violation(format!("a recovery after offset {from} answered {reply}"));
+            }
+        }
     }
 
     fn message(&mut self, payload: &[u8]) {
@@ -201,6 +258,31 @@ mod tests {
         assert_eq!(tally.violation_count(), 4);
         d.verify_complete("s:0", 0, 9, &ledger);
         assert_eq!(tally.violation_count(), 6, "the tail is missing, and sender 1 made fewer than were seen");
+    }
+
+    #[test]
+    fn a_recovered_subscription_starts_after_the_recovery_position_and_a_refused_one_after_the_reply() {
+        let tally = Rc::new(Tally::default());
+        let mut d = Deliveries::new("t".into(), 1, tally.clone());
+        d.expect_recovery("s:0", Expect::MarkedJoined, 7);
+        d.expect_recovery("s:1", Expect::MarkedJoined, 7);
+        assert_eq!(d.recovery("s:0"), None, "no reply yet");
+        d.frame(br#"{"type":"subscribed","channel":"s:0","epoch":"e","offset":9,"recovered":true,"missed":2}"#);
+        d.frame(br#"{"type":"subscribed","channel":"s:1","epoch":"e","offset":200,"recovered":false,"missed":0}"#);
+        for offset in 8..=10 {
+            d.frame(&message("s:0", offset, 0, offset as u32));
+        }
+        d.frame(&message("s:1", 201, 0, 0));
+        assert_eq!(tally.violation_count(), 0);
+        // The answer stays what the reply said, whatever arrived after it.
+        assert_eq!((d.recovery("s:0"), d.recovery("s:1")), (Some(Recovery::Recovered), Some(Recovery::Refused)));
+        // A replay that skipped a message, and a reply whose missed count does not add up.
+        d.expect_recovery("s:2", Expect::MarkedJoined, 3);
+        d.frame(br#"{"type":"subscribed","channel":"s:2","epoch":"e","offset":5,"recovered":true,"missed":2}"#);
+        d.frame(&message("s:2", 5, 0, 0));
+        d.expect_recovery("s:3", Expect::MarkedJoined, 3);
+        d.frame(br#"{"type":"subscribed","channel":"s:3","epoch":"e","offset":5,"recovered":true,"missed":1}"#);
+        assert_eq!(tally.violation_count(), 2);
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub(super) async fn run(cli: Cli) -> Summary {
             Err(e) => tally.violation(format!("steady {index}: {e}")),
         }
     }
+    // The steady channels' epochs, for the churn's recovering subscribes.
+    let mut api = Api::new(cli.addr, &cli.api_key);
+    for channel in shared.steady() {
+        match api.get_json(&format!("/api/history/{channel}?limit=0")).await {
+            Ok(history) => shared.epochs.borrow_mut().push(history["epoch"].as_str().unwrap_or_default().to_owned()),
+            Err(e) => tally.violation(format!("the history of {channel}: {e}")),
+        }
+    }
     let started = Instant::now();
     let mut publisher_tasks: Vec<JoinHandle<()>> = Vec::new();
     for sender in 0..cli.ws_publishers {
@@ -80,7 +88,6 @@ pub(super) async fn run(cli: Cli) -> Summary {
     shared.publishing.set(false);
     join_all(publisher_tasks).await;
 
-    let mut api = Api::new(cli.addr, &cli.api_key);
     let mut finals = Vec::new();
     for (index, channel) in shared.steady().iter().enumerate() {
         let offset = match api.get_json(&format!("/api/history/{channel}?limit=0")).await {

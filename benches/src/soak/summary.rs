@@ -95,6 +95,11 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
+            "  recoveries    {} subscribes with recover replayed what was missed, {} were answered recovered: false",
+            c.recovered, c.recovery_refused
+        )?;
+        writeln!(
+            f,
             "  publications  {} over WebSocket, {} over the HTTP API ({} API requests in all)",
             c.published_ws, c.published_http, c.api_requests
         )?;

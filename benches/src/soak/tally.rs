@@ -27,6 +27,10 @@ pub(crate) struct Counts {
     pub(crate) churn_reset: u64,
     /// Connections abandoned half-way through the HTTP upgrade.
     pub(crate) churn_abandoned: u64,
+    /// Churn subscribes with `recover` that were recovered (the missed messages replayed).
+    pub(crate) recovered: u64,
+    /// Churn subscribes with `recover` answered `recovered: false` (the position too old or not reached yet).
+    pub(crate) recovery_refused: u64,
     /// Deliveries that went through the checks (offsets, and the sender's order where the payload has one).
     pub(crate) deliveries: u64,
     /// Publications made over WebSocket.
