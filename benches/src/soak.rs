@@ -30,13 +30,13 @@ use tally::Ledger;
 /// How far above its size before the load the server's resident memory may be once the load is over, in MiB.
 ///
 /// Measured (README.md, "Soak"): the server starts at about 7 MiB, peaks about 5 MiB higher under this load,
-/// and ends about 3 MiB above the start, the same after 20 s as after 300 s: what stays is the steady
+/// and ends 3 to 4.5 MiB above the start, as much after 20 s as after 300 s: what stays is the steady
 /// channels' history (8 channels x 100 messages, about 100 KiB), tables that keep their grown capacity
 /// (tokio's, the sharded maps'), and mostly memory the allocator keeps: glibc's malloc gives each thread
 /// that allocates (two workers, blocking threads) its own arena and returns freed chunks to the system only
 /// from the top of a heap, so after a peak much of it stays resident though free. That retention is at most
 /// the peak's excess. 16 MiB is three times the measured peak excess; a leak of 1.5 KiB per connection, or of
-/// 12 bytes per delivery, over a 300 s run (about 11,700 connections, 1.5 million deliveries) would break it.
+/// 10 bytes per delivery, over a 300 s run (about 11,700 connections, 1.7 million deliveries) would break it.
 pub const RSS_BOUND_MIB: u64 = 16;
 
 /// The soak driver: all the load at once against one `ws-server`, then the checks. Exits 1 on any failure.
@@ -118,9 +118,19 @@ impl Shared {
         self.epochs.borrow().get(index).cloned()
     }
 
+    /// Records the epoch of the next steady channel.
+    fn add_epoch(&self, epoch: &str) {
+        self.epochs.borrow_mut().push(epoch.to_owned());
+    }
+
     /// Whether churn, kicks and slow consumers still start new connections.
     pub(crate) fn loading(&self) -> bool {
         self.loading.get()
+    }
+
+    /// Churn, kicks and slow consumers start no more connections.
+    fn stop_loading(&self) {
+        self.loading.set(false);
     }
 
     /// Whether the publishers still publish.
@@ -128,9 +138,19 @@ impl Shared {
         self.publishing.get()
     }
 
+    /// The publishers stop.
+    fn stop_publishing(&self) {
+        self.publishing.set(false);
+    }
+
     /// Each steady channel's last offset, once publishing has stopped and the server was asked.
     pub(crate) fn final_offsets(&self) -> Option<Vec<u64>> {
         self.final_offsets.borrow().clone()
+    }
+
+    /// Tells the steady subscribers where their channels ended, so they catch up and check.
+    fn set_final_offsets(&self, finals: Vec<u64>) {
+        *self.final_offsets.borrow_mut() = Some(finals);
     }
 
     /// A pseudo-random number below `n` (xorshift64*: reproducible from the seed, and enough for choices).

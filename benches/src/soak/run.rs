@@ -52,7 +52,7 @@ pub(super) async fn run(cli: Cli) -> Summary {
     let mut api = Api::new(cli.addr, &cli.api_key);
     for channel in shared.steady() {
         match api.get_json(&format!("/api/history/{channel}?limit=0")).await {
-            Ok(history) => shared.epochs.borrow_mut().push(history["epoch"].as_str().unwrap_or_default().to_owned()),
+            Ok(history) => shared.add_epoch(history["epoch"].as_str().unwrap_or_default()),
             Err(e) => tally.violation(format!("the history of {channel}: {e}")),
         }
     }
@@ -83,9 +83,9 @@ pub(super) async fn run(cli: Cli) -> Summary {
     tokio::time::sleep(Duration::from_secs(cli.secs)).await;
     summary.secs = started.elapsed().as_secs_f64();
     eprintln!("soak: load over after {:.0} s; finishing the connections in flight", summary.secs);
-    shared.loading.set(false);
+    shared.stop_loading();
     join_all(loaders).await;
-    shared.publishing.set(false);
+    shared.stop_publishing();
     join_all(publisher_tasks).await;
 
     let mut finals = Vec::new();
@@ -103,7 +103,7 @@ pub(super) async fn run(cli: Cli) -> Summary {
         }
         finals.push(offset);
     }
-    *shared.final_offsets.borrow_mut() = Some(finals);
+    shared.set_final_offsets(finals);
     join_all(steady_tasks).await;
 
     match api.get_text("/metrics").await {
