@@ -113,6 +113,25 @@ pub(crate) async fn connect(
 ) -> Result<WsConn, ClientError> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source.into(), 0))?;
+    upgrade(socket, addr, path, buf_size).await
+}
+
+/// Like [`connect`], with the socket's receive buffer set to `recv_buffer` bytes first: a client that stops
+/// reading then fills the server's side quickly (a slow consumer).
+pub(crate) async fn connect_small_window(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    path: &str,
+    recv_buffer: u32,
+) -> Result<WsConn, ClientError> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(recv_buffer)?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    upgrade(socket, addr, path, 4096).await
+}
+
+/// Connects `socket` to `addr` and upgrades on `path`.
+async fn upgrade(socket: TcpSocket, addr: SocketAddr, path: &str, buf_size: usize) -> Result<WsConn, ClientError> {
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     let mut conn = WsConn {
@@ -148,18 +167,7 @@ pub(crate) async fn connect(
 impl WsConn {
     /// Reads once from the socket into the buffer.
     async fn fill(&mut self) -> Result<(), ClientError> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0 && self.buf.len() - self.end < self.buf.len() / 2 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            let len = self.buf.len() * 2;
-            self.buf.resize(len, 0);
-        }
+        self.make_room();
         let space = self.buf.len() - self.end;
         let n = self.stream.read(&mut self.buf[self.end..]).await?;
         if n == 0 {
@@ -176,6 +184,23 @@ impl WsConn {
             let _ = self.stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
         }
         Ok(())
+    }
+
+    /// Makes room at the end of the buffer for the next read: moves the unhandled bytes to the front once the
+    /// handled ones take half of it, and doubles it when it is full of one unfinished frame.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end < self.buf.len() / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
     }
 
     /// Handles every complete frame in the buffer: data frames go to `on_data`, pings are answered (queued in
@@ -234,10 +259,11 @@ impl WsConn {
     /// Like [`Self::read_data`] but never waits: handles what the socket has now, returns 0 if nothing.
     pub(crate) async fn poll_data(&mut self, mut on_data: impl FnMut(&[u8], u32)) -> Result<usize, ClientError> {
         let mut total = self.drain(&mut on_data)?;
-        loop {
-            if self.end == self.buf.len() {
-                break;
-            }
+        // A bounded number of reads, so that a socket that never runs dry does not keep the thread; whatever is
+        // left keeps the socket readable for the next call.
+        for _ in 0..16 {
+            // Always room to read: a full buffer that is never read would leave the socket readable forever.
+            self.make_room();
             match self.stream.try_read(&mut self.buf[self.end..]) {
                 Ok(0) => return Err(ClientError::Closed(None)),
                 Ok(n) => {
@@ -288,6 +314,12 @@ impl WsConn {
             Ok(())
         };
         tokio::time::timeout(within, wait).await.map_err(|_| ClientError::Timeout("a setup reply"))?
+    }
+
+    /// Drops the connection with a TCP reset (`SO_LINGER` 0): no close frame, no FIN.
+    pub(crate) fn reset(self) {
+        // Dropping with a zero linger never blocks; failing to set it leaves an ordinary close, which is fine.
+        let _ = self.stream.set_zero_linger();
     }
 
     /// Closes cleanly: sends a close frame with 1000, then waits (at most `within`) for the server's close frame

@@ -9,6 +9,9 @@
 //! parsed in place), checks every delivery (nothing lost, nothing duplicated, order kept per sender, the hub's
 //! offsets consecutive) and times each one with a timestamp carried in the payload. It prints its results as
 //! JSON; see `xtask/src/bench.rs` for the scenarios, how they run and how they gate.
+//!
+//! The soak driver (`soak`) reuses the load generator's client for minutes of every kind of load at once
+//! against one server, and checks that the server lets go of all of it; `cargo xtask soak` runs it.
 
 mod client;
 pub mod loadgen;
@@ -17,4 +20,5 @@ mod procstat;
 pub mod refserver;
 mod report;
 mod scenario;
+pub mod soak;
 mod wire;

@@ -2,7 +2,7 @@
 //!
 //! It builds and starts `crates/ws-transport/examples/autobahn_echo.rs` (the production read path and limits on
 //! an echo endpoint) on an ephemeral port, installs the `kosoku` runner (the Autobahn cases on Python 3) into a
-//! virtual environment under `target/autobahn` if it is not there yet, runs every case except the
+//! virtual environment under the target directory's `autobahn` if it is not there yet, runs every case except the
 //! permessage-deflate groups 12 and 13, and reads the report: the task fails unless every case's behaviour and
 //! close behaviour are `OK`, `NON-STRICT` or `INFORMATIONAL`.
 
@@ -29,9 +29,10 @@ const PARALLELISM: &str = "4";
 /// Runs the suite and fails unless every case passes.
 pub(crate) fn run(root: &Path) -> Result<()> {
     let started = Instant::now();
-    let dir = root.join("target").join("autobahn");
+    let target = crate::target_dir::find(root)?;
+    let dir = target.join("autobahn");
     let kosoku = install_kosoku(&dir)?;
-    let server = EchoServer::start(root)?;
+    let server = EchoServer::start(root, &target)?;
     let report = dir.join("report");
     if report.exists() {
         std::fs::remove_dir_all(&report).with_context(|| format!("removing {}", report.display()))?;
@@ -125,8 +126,9 @@ struct EchoServer {
 }
 
 impl EchoServer {
-    /// Builds and starts the echo example, and reads the address it bound.
-    fn start(root: &Path) -> Result<Self> {
+    /// Builds the echo example in the workspace at `root` (into `target`) and starts it, and reads the address
+    /// it bound.
+    fn start(root: &Path, target: &Path) -> Result<Self> {
         eprintln!("==> autobahn: building the echo server");
         run_checked(Command::new(crate::cargo()).current_dir(root).args([
             "build",
@@ -136,7 +138,7 @@ impl EchoServer {
             "--example",
             "autobahn_echo",
         ]))?;
-        let binary = root.join("target").join("debug").join("examples").join("autobahn_echo");
+        let binary = target.join("debug").join("examples").join("autobahn_echo");
         let mut child = Command::new(&binary)
             .arg("127.0.0.1:0")
             .stdout(Stdio::piped())

@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: the performance gate. Runs the criterion micro-benches, then every end-to-end scenario
 //! against the hub (`ws-server`) and the reference server (`ref-server`, the same stack with no hub) in the
-//! same run, prints a table, writes `target/bench/report.{json,md}`, and fails when a hub/ref ratio (or a
-//! micro-bench time) got worse than the committed baseline (`benches/baseline.json`) by more than its tolerance,
-//! or when any delivery check failed.
+//! same run, prints a table, writes `bench/report.{json,md}` in the target directory, and fails when a hub/ref
+//! ratio (or a micro-bench time) got worse than the committed baseline (`benches/baseline.json`) by more than
+//! its tolerance, or when any delivery check failed.
 //!
 //! Method: a fresh server process per case, pinned to core 0 (`taskset -c 0`, one worker thread); the load
 //! generator (`benches`' `loadgen`) pinned to core 1; a warm-up, then at least 5 measuring windows; median and
@@ -91,9 +91,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         (Some(path), false) => runner::Hub::Prebuilt(path.clone()),
         (None, false) => runner::Hub::Build,
     };
+    let target_dir = crate::target_dir::find(root)?;
     // Bun is part of every full run (the targets are ratios against it); quick runs take it on request.
-    let programs = runner::build(root, hub, options.bun || mode == Mode::Full)?;
-    let micro = if with_core { micro::run(root, mode)? } else { Vec::new() };
+    let programs = runner::build(root, &target_dir, hub, options.bun || mode == Mode::Full)?;
+    let micro = if with_core { micro::run(root, &target_dir, mode)? } else { Vec::new() };
 
     let targets = programs.targets();
     let mut results: Vec<Value> = Vec::new();
@@ -154,7 +155,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "pinned": programs.pinned(),
         "targets": targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
     });
-    let dir = root.join("target/bench");
+    let dir = target_dir.join("bench");
     let (json_path, md_path) = report::write(&dir, &summary, &results, &rows, &verdicts, &peers, &failures)?;
     eprintln!("==> reports: {} and {}", json_path.display(), md_path.display());
     if options.save_baseline {

@@ -60,6 +60,15 @@ const STEPS: &[Step] = &[
         name: "bench",
         action: Action::Cargo { args: &["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"], env: &[] },
     },
+    // The soak, short: 40 s of churn, publishes, slow consumers and kicks at once against a release ws-server on
+    // two worker threads, then every delivery, descriptor, close count and the memory checked.
+    Step {
+        name: "soak",
+        action: Action::Cargo {
+            args: &["run", "--quiet", "--package", "xtask", "--", "soak", "--secs", "40"],
+            env: &[],
+        },
+    },
 ];
 
 /// Runs every step from the workspace at `root`, printing each, and stops at the first failure.

@@ -35,7 +35,6 @@ fn auth_config() -> TransportConfig {
     TransportConfig::default().authenticator(Arc::new(TestAuth))
 }
 
-#[tokio::test]
 async fn a_valid_token_from_header_or_query_authenticates() {
     let server = TestServer::start(auth_config()).await;
     let (mut ws, _) = try_connect_with(&server, "/ws", &[("authorization", "Bearer good")]).await.expect("accepted");
@@ -45,7 +44,6 @@ async fn a_valid_token_from_header_or_query_authenticates() {
     assert_eq!(next_json(&mut ws).await["user_id"], "alice");
 }
 
-#[tokio::test]
 async fn a_bad_or_missing_token_is_refused_with_401() {
     let server = TestServer::start(auth_config()).await;
     let error = try_connect_with(&server, "/ws", &[("authorization", "Bearer nope")]).await.expect_err("refused");
@@ -58,7 +56,6 @@ async fn a_bad_or_missing_token_is_refused_with_401() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
 async fn an_unavailable_authenticator_gives_503() {
     let server = TestServer::start(auth_config()).await;
     let (status, retry_after, body) =
@@ -66,7 +63,6 @@ async fn an_unavailable_authenticator_gives_503() {
     assert_eq!((status, retry_after.as_deref(), &body["error"]), (503, Some("5"), &json!("unavailable")));
 }
 
-#[tokio::test]
 async fn a_foreign_origin_is_refused_with_403() {
     let server = TestServer::start(TransportConfig::default()).await;
     let error = try_connect_with(&server, "/ws", &[("origin", "http://evil.example")]).await.expect_err("refused");
@@ -83,7 +79,6 @@ async fn a_foreign_origin_is_refused_with_403() {
     assert_eq!(refusal(error.expect_err("not on the list")).0, 403);
 }
 
-#[tokio::test]
 async fn the_global_cap_refuses_with_503_and_retry_after_until_a_slot_frees() {
     let server = TestServer::start(TransportConfig::default().max_connections(1)).await;
     let first = connect(&server, "/ws").await;
@@ -99,7 +94,6 @@ async fn the_global_cap_refuses_with_503_and_retry_after_until_a_slot_frees() {
     }
 }
 
-#[tokio::test]
 async fn the_per_ip_cap_refuses_with_503() {
     let server = TestServer::start(TransportConfig::default().max_connections_per_ip(2)).await;
     let _a = connect(&server, "/ws").await;
@@ -109,7 +103,6 @@ async fn the_per_ip_cap_refuses_with_503() {
     assert_eq!(body["message"], "too many connections from this address");
 }
 
-#[tokio::test]
 async fn a_slow_partial_handshake_is_dropped() {
     let config = TransportConfig::default().handshake_timeout(Duration::from_millis(500));
     let server = TestServer::start(config).await;
@@ -127,7 +120,6 @@ async fn a_slow_partial_handshake_is_dropped() {
     let _ = RawClient::connect(server.addr, "/ws").await;
 }
 
-#[tokio::test]
 async fn an_oversized_request_head_gets_431() {
     let server = TestServer::start(TransportConfig::default()).await;
     let big = "a".repeat(20 * 1024);
@@ -143,6 +135,7 @@ async fn an_oversized_request_head_gets_431() {
     assert_eq!(response.status, 101, "{}", response.head);
 }
 
+<<<<<<< HEAD
 /// Hooks that record every refused upgrade.
 #[derive(Debug, Default)]
 struct Refusals(parking_lot::Mutex<Vec<UpgradeRefusal>>);
@@ -221,3 +214,15 @@ async fn every_refused_upgrade_reaches_the_hooks_with_its_reason_peer_and_path_b
     // Nothing the hooks were given carries the token, though two of the requests did.
     assert!(!format!("{seen:?}").contains(SECRET), "{seen:?}");
 }
+=======
+common::on_both_runtimes!(
+    a_valid_token_from_header_or_query_authenticates,
+    a_bad_or_missing_token_is_refused_with_401,
+    an_unavailable_authenticator_gives_503,
+    a_foreign_origin_is_refused_with_403,
+    the_global_cap_refuses_with_503_and_retry_after_until_a_slot_frees,
+    the_per_ip_cap_refuses_with_503,
+    a_slow_partial_handshake_is_dropped,
+    an_oversized_request_head_gets_431,
+);
+>>>>>>> soak

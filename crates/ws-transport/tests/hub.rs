@@ -25,7 +25,6 @@ fn hub() -> Hub {
     Hub::builder(Arc::new(SystemClock)).config(HubConfig::default().namespaces(namespaces)).build()
 }
 
-#[tokio::test]
 async fn every_command_gets_its_reply() {
     let server = TestServer::with_hub(hub(), TransportConfig::default()).await;
     let (mut ws, welcome) = connect_hub(&server).await;
@@ -97,7 +96,6 @@ async fn every_command_gets_its_reply() {
     assert_eq!(request(&mut ws, &json!({"type": "ping", "id": 9})).await, json!({"type": "pong", "id": 9}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_see_each_others_publications() {
     let server = TestServer::start(TransportConfig::default()).await;
     let (mut alice, _) = connect_hub(&server).await;
@@ -119,7 +117,6 @@ async fn clients_see_each_others_publications() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_preserved_per_channel() {
     const N: u64 = 1000;
     let server = TestServer::start(TransportConfig::default().rate_limit(None)).await;
@@ -136,7 +133,6 @@ async fn order_is_preserved_per_channel() {
     }
 }
 
-#[tokio::test]
 async fn subprotocol_is_selected_only_when_offered() {
     let server = TestServer::start(TransportConfig::default()).await;
     let (_, response) =
@@ -146,7 +142,6 @@ async fn subprotocol_is_selected_only_when_offered() {
     assert!(response.headers().get("sec-websocket-protocol").is_none());
 }
 
-#[tokio::test]
 async fn permessage_deflate_is_not_negotiated() {
     let server = TestServer::start(TransportConfig::default()).await;
     let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -168,7 +163,6 @@ impl HttpHandler for Hello {
     }
 }
 
-#[tokio::test]
 async fn plain_http_routes_are_served() {
     let server = TestServer::start(TransportConfig::default()).await;
     let health = raw_http(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -187,3 +181,12 @@ async fn plain_http_routes_are_served() {
     // The WebSocket endpoints stay the transport's.
     let _ = connect(&server, "/ws").await;
 }
+
+common::on_both_runtimes!(
+    every_command_gets_its_reply,
+    clients_see_each_others_publications,
+    order_is_preserved_per_channel,
+    subprotocol_is_selected_only_when_offered,
+    permessage_deflate_is_not_negotiated,
+    plain_http_routes_are_served,
+);

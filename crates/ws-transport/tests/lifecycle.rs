@@ -18,7 +18,6 @@ fn heartbeat_config() -> TransportConfig {
     TransportConfig::default().heartbeat_interval(Duration::from_millis(100)).pong_timeout(Duration::from_secs(1))
 }
 
-#[tokio::test]
 async fn a_silent_client_is_pinged_then_closed_4001() {
     let server = TestServer::start(heartbeat_config()).await;
     let mut c = RawClient::connect(server.addr, "/ws").await;
@@ -36,7 +35,6 @@ async fn a_silent_client_is_pinged_then_closed_4001() {
     assert_eq!(code, 4001);
 }
 
-#[tokio::test]
 async fn a_client_that_answers_pings_stays_connected() {
     let server = TestServer::start(heartbeat_config()).await;
     let (mut ws, welcome) = connect_hub(&server).await;
@@ -63,7 +61,6 @@ impl Authenticator for Expiring {
     }
 }
 
-#[tokio::test]
 async fn an_expired_token_closes_1008() {
     let server = TestServer::start(TransportConfig::default().authenticator(Arc::new(Expiring))).await;
     let (mut ws, welcome) = connect_hub(&server).await;
@@ -73,7 +70,6 @@ async fn an_expired_token_closes_1008() {
     assert_eq!(before.last().expect("a disconnect notice")["type"], "disconnect");
 }
 
-#[tokio::test]
 async fn a_kick_through_the_hub_sends_disconnect_and_closes() {
     let server = TestServer::start(TransportConfig::default()).await;
     let (mut ws, welcome) = connect_hub(&server).await;
@@ -94,7 +90,6 @@ impl Hooks for Recorder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_4000_while_others_keep_receiving() {
     let recorder = Arc::new(Recorder::default());
     let hub = Hub::builder(Arc::new(SystemClock)).hooks(recorder.clone()).build();
@@ -145,7 +140,6 @@ async fn a_slow_consumer_is_closed_4000_while_others_keep_receiving() {
     assert!(server.hub.stats().drops_slow_consumer >= 1);
 }
 
-#[tokio::test]
 async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
     let recorder = Arc::new(Recorder::default());
     let hub = Hub::builder(Arc::new(SystemClock)).hooks(recorder.clone()).build();
@@ -264,7 +258,6 @@ where
     assert_eq!(next_json_plain(ws).await["type"], "subscribed");
 }
 
-#[tokio::test]
 async fn shutdown_sends_disconnect_then_1001_and_serve_returns() {
     let config = TransportConfig::default()
         .shutdown_reconnect_after(Duration::from_millis(1000))
@@ -299,7 +292,6 @@ async fn shutdown_sends_disconnect_then_1001_and_serve_returns() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens any more");
 }
 
-#[tokio::test]
 async fn shutdown_drops_connections_that_do_not_close_by_the_deadline() {
     let config = TransportConfig::default().drain_timeout(Duration::from_millis(200));
     let server = TestServer::start(config).await;
@@ -311,3 +303,14 @@ async fn shutdown_drops_connections_that_do_not_close_by_the_deadline() {
     assert_eq!(code, Some(1001));
     assert!(silent.read_frame().await.is_none(), "the connection was dropped");
 }
+
+common::on_both_runtimes!(
+    a_silent_client_is_pinged_then_closed_4001,
+    a_client_that_answers_pings_stays_connected,
+    an_expired_token_closes_1008,
+    a_kick_through_the_hub_sends_disconnect_and_closes,
+    a_slow_consumer_is_closed_4000_while_others_keep_receiving,
+    a_peer_that_stops_reading_is_dropped_after_the_write_timeout,
+    shutdown_sends_disconnect_then_1001_and_serve_returns,
+    shutdown_drops_connections_that_do_not_close_by_the_deadline,
+);

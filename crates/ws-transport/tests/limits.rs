@@ -41,7 +41,6 @@ fn small_limits() -> TransportConfig {
     TransportConfig::default().max_message_size(1024)
 }
 
-#[tokio::test]
 async fn a_single_frame_over_the_size_limit_closes_1009_from_its_header() {
     let server = TestServer::start(small_limits()).await;
     let mut c = client(&server).await;
@@ -51,7 +50,6 @@ async fn a_single_frame_over_the_size_limit_closes_1009_from_its_header() {
     assert_eq!(close_code(&mut c).await, Some(1009));
 }
 
-#[tokio::test]
 async fn a_message_over_the_size_limit_across_fragments_closes_1009() {
     let server = TestServer::start(small_limits()).await;
     let mut c = client(&server).await;
@@ -60,7 +58,6 @@ async fn a_message_over_the_size_limit_across_fragments_closes_1009() {
     assert_eq!(close_code(&mut c).await, Some(1009));
 }
 
-#[tokio::test]
 async fn the_fragment_cap_allows_128_and_closes_1009_past_it() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -78,7 +75,6 @@ async fn the_fragment_cap_allows_128_and_closes_1009_past_it() {
     assert_eq!(close_code(&mut c).await, Some(1009));
 }
 
-#[tokio::test]
 async fn an_unmasked_client_frame_closes_1002() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -86,7 +82,6 @@ async fn an_unmasked_client_frame_closes_1002() {
     assert_eq!(close_code(&mut c).await, Some(1002));
 }
 
-#[tokio::test]
 async fn a_control_frame_over_125_bytes_closes_1002() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -94,7 +89,6 @@ async fn a_control_frame_over_125_bytes_closes_1002() {
     assert_eq!(close_code(&mut c).await, Some(1002));
 }
 
-#[tokio::test]
 async fn a_fragmented_control_frame_closes_1002() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -102,7 +96,6 @@ async fn a_fragmented_control_frame_closes_1002() {
     assert_eq!(close_code(&mut c).await, Some(1002));
 }
 
-#[tokio::test]
 async fn reserved_bits_and_unknown_opcodes_close_1002() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -116,7 +109,6 @@ async fn reserved_bits_and_unknown_opcodes_close_1002() {
     assert_eq!(close_code(&mut c).await, Some(1002));
 }
 
-#[tokio::test]
 async fn invalid_utf8_closes_1007() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -124,7 +116,6 @@ async fn invalid_utf8_closes_1007() {
     assert_eq!(close_code(&mut c).await, Some(1007));
 }
 
-#[tokio::test]
 async fn invalid_utf8_split_across_fragments_closes_1007() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -140,7 +131,6 @@ async fn invalid_utf8_split_across_fragments_closes_1007() {
     assert_eq!(close_code(&mut c).await, Some(1007));
 }
 
-#[tokio::test]
 async fn pings_get_pongs_and_a_close_gets_its_answer() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut c = client(&server).await;
@@ -152,7 +142,6 @@ async fn pings_get_pongs_and_a_close_gets_its_answer() {
     assert!(c.read_frame().await.is_none(), "the server closes the TCP connection after the handshake");
 }
 
-#[tokio::test]
 async fn rate_limit_errors_then_closes_4003() {
     let config = TransportConfig::default().rate_limit(Some(RateLimit::new(1, 5).max_violations(3)));
     let server = TestServer::start(config).await;
@@ -171,7 +160,6 @@ async fn rate_limit_errors_then_closes_4003() {
     assert_eq!(code, Some(4003));
 }
 
-#[tokio::test]
 async fn binary_frames_within_limits_pass_on_the_echo_endpoint() {
     let config = small_limits().echo_path(Some("/echo".into()));
     let server = TestServer::start(config).await;
@@ -183,3 +171,18 @@ async fn binary_frames_within_limits_pass_on_the_echo_endpoint() {
     c.send(true, BINARY, &[0; 1025]).await;
     assert_eq!(close_code(&mut c).await, Some(1009));
 }
+
+common::on_both_runtimes!(
+    a_single_frame_over_the_size_limit_closes_1009_from_its_header,
+    a_message_over_the_size_limit_across_fragments_closes_1009,
+    the_fragment_cap_allows_128_and_closes_1009_past_it,
+    an_unmasked_client_frame_closes_1002,
+    a_control_frame_over_125_bytes_closes_1002,
+    a_fragmented_control_frame_closes_1002,
+    reserved_bits_and_unknown_opcodes_close_1002,
+    invalid_utf8_closes_1007,
+    invalid_utf8_split_across_fragments_closes_1007,
+    pings_get_pongs_and_a_close_gets_its_answer,
+    rate_limit_errors_then_closes_4003,
+    binary_frames_within_limits_pass_on_the_echo_endpoint,
+);

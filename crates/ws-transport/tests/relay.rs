@@ -8,7 +8,6 @@ use futures_util::SinkExt as _;
 use tokio_tungstenite::tungstenite::Message;
 use ws_transport::TransportConfig;
 
-#[tokio::test]
 async fn frames_go_unchanged_to_the_other_members_of_the_room_only() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut a = connect(&server, "/relay/lobby").await;
@@ -31,7 +30,6 @@ async fn frames_go_unchanged_to_the_other_members_of_the_room_only() {
     assert_eq!(next_message(&mut other).await, Message::text("second room"));
 }
 
-#[tokio::test]
 async fn with_relay_echo_the_sender_gets_its_own_frames() {
     let server = TestServer::start(TransportConfig::default().relay_echo(true)).await;
     let mut a = connect(&server, "/relay/echo-room").await;
@@ -39,7 +37,6 @@ async fn with_relay_echo_the_sender_gets_its_own_frames() {
     assert_eq!(next_message(&mut a).await, Message::text("hello me"));
 }
 
-#[tokio::test]
 async fn a_member_leaving_is_seen_by_no_one_and_the_room_carries_on() {
     let server = TestServer::start(TransportConfig::default()).await;
     let mut a = connect(&server, "/relay/r").await;
@@ -50,7 +47,6 @@ async fn a_member_leaving_is_seen_by_no_one_and_the_room_carries_on() {
     assert_eq!(next_message(&mut c).await, Message::text("ping"));
 }
 
-#[tokio::test]
 async fn the_relay_enforces_the_same_limits() {
     let server = TestServer::start(TransportConfig::default().max_message_size(100)).await;
     let mut raw = RawClient::connect(server.addr, "/relay/limits").await;
@@ -61,7 +57,6 @@ async fn the_relay_enforces_the_same_limits() {
     assert_eq!(raw.read_close().await.0, Some(1002));
 }
 
-#[tokio::test]
 async fn a_bad_room_name_is_refused_before_the_upgrade() {
     let server = TestServer::start(TransportConfig::default()).await;
     let response = raw_http(server.addr, b"GET /relay/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -69,3 +64,11 @@ async fn a_bad_room_name_is_refused_before_the_upgrade() {
     let response = raw_http(server.addr, b"GET /relay/a%20b HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(response.status, 400);
 }
+
+common::on_both_runtimes!(
+    frames_go_unchanged_to_the_other_members_of_the_room_only,
+    with_relay_echo_the_sender_gets_its_own_frames,
+    a_member_leaving_is_seen_by_no_one_and_the_room_carries_on,
+    the_relay_enforces_the_same_limits,
+    a_bad_room_name_is_refused_before_the_upgrade,
+);

@@ -54,7 +54,7 @@ const BENCHES: &[Bench] = &[
 ];
 
 /// Runs the micro-benches (shortened in quick mode) and returns their figures.
-pub(crate) fn run(root: &Path, mode: Mode) -> Result<Vec<Micro>> {
+pub(crate) fn run(root: &Path, target_dir: &Path, mode: Mode) -> Result<Vec<Micro>> {
     let timing: &[&str] = match mode {
         Mode::Quick => &["--warm-up-time", "0.5", "--measurement-time", "1", "--sample-size", "10"],
         Mode::Full => &["--warm-up-time", "1", "--measurement-time", "3"],
@@ -72,11 +72,9 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<Vec<Micro>> {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--", "--noplot"];
         args.extend_from_slice(timing);
         args.push(&filter);
-        super::runner::cargo(root, &args, "the criterion micro-benches failed")?;
+        crate::process::cargo(root, &args, "the criterion micro-benches failed")?;
     }
-    let criterion = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), std::path::PathBuf::from)
-        .join("criterion");
+    let criterion = target_dir.join("criterion");
     BENCHES
         .iter()
         .map(|bench| {

@@ -2,15 +2,16 @@
 //! generator against it on the other core, and collecting its JSON.
 
 use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use super::plan::{Case, Reference, Setup};
+use crate::process::{cargo, free_addr, tail, wait_ready, Server};
 
 /// A server the scenarios run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,24 +91,6 @@ impl Programs {
     }
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-/// Runs `cargo <args>` from `root`, failing with `what` if it fails.
-pub(crate) fn cargo(root: &Path, args: &[&str], what: &str) -> Result<()> {
-    eprintln!("==> cargo {}", args.join(" "));
-    let status = Command::new(crate::cargo())
-        .current_dir(root)
-        .args(args)
-        .status()
-        .with_context(|| format!("starting cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("{what}: `cargo {}` exited with {status}", args.join(" "));
-    }
-    Ok(())
-}
-
 /// Where the hub comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum Hub {
@@ -119,10 +102,10 @@ pub(crate) enum Hub {
     Prebuilt(PathBuf),
 }
 
-/// Builds the load generator, the reference server and the hub as `hub` says, in release; finds Bun when
-/// `with_bun` asks for it.
-pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
-    let release = target_dir(root).join("release");
+/// Builds the load generator, the reference server and the hub as `hub` says, in release (into `target_dir`);
+/// finds Bun when `with_bun` asks for it.
+pub(crate) fn build(root: &Path, target_dir: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
+    let release = target_dir.join("release");
     cargo(root, &["build", "--release", "-p", "ws-benches", "--bins"], "building the load generator failed")?;
     let hub = if let Hub::Prebuilt(path) = hub {
         if !path.is_file() {
@@ -158,7 +141,7 @@ pub(crate) fn build(root: &Path, hub: Hub, with_bun: bool) -> Result<Programs> {
     if pin_server.is_empty() {
         eprintln!("==> warning: cannot pin (needs `taskset` and 2 cores); server and load generator share cores");
     }
-    let logs = target_dir(root).join("bench/logs");
+    let logs = target_dir.join("bench/logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     Ok(Programs {
         loadgen: release.join("loadgen"),
@@ -216,53 +199,6 @@ fn pinning() -> (Vec<String>, Vec<String>) {
     }
 }
 
-/// A port nobody listens on now.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Waits until `addr` answers `GET /readyz` with 200 (a node has reached its Redis), for at most 20 s.
-fn wait_ready(addr: SocketAddr) -> Result<()> {
-    use std::io::{Read as _, Write as _};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
-            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-            let mut head = [0u8; 12];
-            s.read_exact(&mut head)?;
-            Ok(head)
-        });
-        if answer.is_ok_and(|head| head.ends_with(b"200")) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the node on {addr} was not ready within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
 impl Programs {
     fn server_command(&self, target: Target, addr: SocketAddr, case: &Case, pinned: bool) -> Result<Vec<String>> {
         let heartbeat = case.heartbeat_ms.to_string();
@@ -292,7 +228,7 @@ impl Programs {
     }
 
     fn start(&self, target: Target, case: &Case) -> Result<(Server, SocketAddr)> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let addr = free_addr()?;
         let cmd = self.server_command(target, addr, case, true)?;
         let server = self.spawn(&cmd, &[], &format!("{}-{}", case.label, target.name()), addr)?;
         Ok((server, addr))
@@ -300,30 +236,7 @@ impl Programs {
 
     /// Starts `cmd` with `env`, logging to `<log>.server.log`, and waits until it listens on `addr`.
     fn spawn(&self, cmd: &[String], env: &[(&str, String)], log: &str, addr: SocketAddr) -> Result<Server> {
-        let log = self.logs.join(format!("{log}.server.log"));
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(&cmd[0])
-            .args(&cmd[1..])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", cmd.join(" ")))?;
-        let mut server = Server { child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("{} exited with {status} at start:\n{}", cmd[0], tail(&server.log));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not listen on {addr} within 20 s:\n{}", cmd[0], tail(&server.log));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Server::spawn(cmd, env, self.logs.join(format!("{log}.server.log")), addr)
     }
 
     /// Runs `case` against a fresh `target` server (or, for a cluster case, what its setup says); returns the
@@ -345,7 +258,7 @@ impl Programs {
             return Ok(Vec::new());
         };
         let redis = |name: &str| -> Result<(Server, SocketAddr)> {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let addr = free_addr()?;
             let port = addr.port().to_string();
             let cmd: Vec<String> = [redis_bin.display().to_string()]
                 .into_iter()
@@ -360,7 +273,7 @@ impl Programs {
                 self.drive(case, target, args, addr, None, false, &mut [&mut redis])
             }
             (Target::Reference, Reference::OneNode) => {
-                let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let addr = free_addr()?;
                 let cmd = self.server_command(Target::Hub, addr, case, false)?;
                 let mut hub = self.spawn(&cmd, &[], &format!("{}-ref", case.label), addr)?;
                 self.drive(case, target, &case.loadgen, addr, None, false, &mut [&mut hub])
@@ -369,7 +282,7 @@ impl Programs {
                 let (mut redis, redis_addr) = redis("hub")?;
                 let env = [("WS_SERVER_BROKER__REDIS_URL", format!("redis://{redis_addr}"))];
                 let node = |name: &str| -> Result<(Server, SocketAddr)> {
-                    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                    let addr = free_addr()?;
                     let cmd = self.server_command(Target::Hub, addr, case, false)?;
                     let server = self.spawn(&cmd, &env, &format!("{}-hub-{name}", case.label), addr)?;
                     wait_ready(addr)?;
@@ -404,7 +317,7 @@ impl Programs {
         if let Some(publish_addr) = publish_addr {
             cmd.extend(["--publish-addr".into(), publish_addr.to_string()]);
         }
-        cmd.extend(["--server-pid".into(), servers[0].child.id().to_string()]);
+        cmd.extend(["--server-pid".into(), servers[0].pid().to_string()]);
         let stem = format!("{}-{}", case.label, target.name());
         let out_path = self.logs.join(format!("{stem}.json"));
         let err_path = self.logs.join(format!("{stem}.loadgen.log"));
@@ -431,9 +344,7 @@ impl Programs {
             bail!("the load generator exited with {status}:\n{}", tail(&err_path));
         }
         for server in servers.iter_mut() {
-            if server.child.try_wait()?.is_some() {
-                bail!("a {} server died during the case:\n{}", target.name(), tail(&server.log));
-            }
+            server.check_alive(&format!("a {} server, during the case,", target.name()))?;
         }
         let text = fs::read_to_string(&out_path)?;
         let results: Vec<Value> = serde_json::from_str(&text)

@@ -1,11 +1,13 @@
-//! Shared test helpers: a server on `127.0.0.1:0`, a tokio-tungstenite client (an independent implementation),
-//! raw HTTP requests, and a raw-frame client for the malformed input no real client sends.
+//! Shared test helpers: the two runtimes every test runs on, a server on `127.0.0.1:0`, a tokio-tungstenite
+//! client (an independent implementation), raw HTTP requests, and a raw-frame client for the malformed input no
+//! real client sends.
 //!
 //! Every wait has a generous guard so a broken server fails the test instead of hanging it; the guards are not
 //! assertions about speed.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +24,56 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_core::Hub;
 use ws_transport::{serve, SystemClock, TransportConfig};
+
+/// The runtime a test, its server and its clients run on.
+#[derive(Debug, Clone, Copy)]
+pub enum Runtime {
+    /// One thread, as `#[tokio::test]` gives: the sessions, the hub's callers and the clients take turns.
+    CurrentThread,
+    /// Two worker threads, as `ws-server --workers 2` runs: a session, the sessions it publishes to and the test
+    /// itself run in parallel, so races between them can happen.
+    TwoWorkers,
+}
+
+impl Runtime {
+    /// Runs `test` to completion on a fresh runtime of this kind, with IO and timers on.
+    pub fn block_on<F: Future>(self, test: F) -> F::Output {
+        let mut builder = match self {
+            Self::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Self::TwoWorkers => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(2);
+                builder
+            }
+        };
+        builder.enable_all().build().expect("a tokio runtime").block_on(test)
+    }
+}
+
+/// Declares a test per runtime for each listed `async fn`: `current_thread::NAME` and `two_workers::NAME`, so
+/// every transport test also runs where sessions really run in parallel. A test left out of the list is an
+/// unused function, which clippy refuses.
+macro_rules! on_both_runtimes {
+    ($($test:ident),+ $(,)?) => {
+        mod current_thread {
+            $(
+                #[test]
+                fn $test() {
+                    $crate::common::Runtime::CurrentThread.block_on(super::$test())
+                }
+            )+
+        }
+        mod two_workers {
+            $(
+                #[test]
+                fn $test() {
+                    $crate::common::Runtime::TwoWorkers.block_on(super::$test())
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_runtimes;
 
 /// How long any single wait may take before the test is declared stuck.
 pub const GUARD: Duration = Duration::from_secs(20);

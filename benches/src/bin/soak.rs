@@ -1,0 +1,5 @@
+//! `soak`: the soak driver; see `ws_benches::soak`.
+
+fn main() -> std::process::ExitCode {
+    ws_benches::soak::main()
+}
