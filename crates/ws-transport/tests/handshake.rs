@@ -135,7 +135,6 @@ async fn an_oversized_request_head_gets_431() {
     assert_eq!(response.status, 101, "{}", response.head);
 }
 
-<<<<<<< HEAD
 /// Hooks that record every refused upgrade.
 #[derive(Debug, Default)]
 struct Refusals(parking_lot::Mutex<Vec<UpgradeRefusal>>);
@@ -173,7 +172,6 @@ async fn raw_upgrade(addr: SocketAddr, target: &str, extra: &str) -> (u16, Socke
     (status, local)
 }
 
-#[tokio::test]
 async fn every_refused_upgrade_reaches_the_hooks_with_its_reason_peer_and_path_but_never_the_token() {
     const SECRET: &str = "s3cret-token-0123";
     let hooks = Arc::new(Refusals::default());
@@ -214,7 +212,7 @@ async fn every_refused_upgrade_reaches_the_hooks_with_its_reason_peer_and_path_b
     // Nothing the hooks were given carries the token, though two of the requests did.
     assert!(!format!("{seen:?}").contains(SECRET), "{seen:?}");
 }
-=======
+
 common::on_both_runtimes!(
     a_valid_token_from_header_or_query_authenticates,
     a_bad_or_missing_token_is_refused_with_401,
@@ -224,5 +222,5 @@ common::on_both_runtimes!(
     the_per_ip_cap_refuses_with_503,
     a_slow_partial_handshake_is_dropped,
     an_oversized_request_head_gets_431,
+    every_refused_upgrade_reaches_the_hooks_with_its_reason_peer_and_path_but_never_the_token,
 );
->>>>>>> soak

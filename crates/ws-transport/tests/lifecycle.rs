@@ -200,7 +200,6 @@ async fn stuck_client(
     (client, id)
 }
 
-#[tokio::test]
 async fn a_kicked_client_whose_socket_is_busy_still_gets_its_notice_and_close_frame() {
     let recorder = Arc::new(Recorder::default());
     let hub = Hub::builder(Arc::new(SystemClock)).hooks(recorder.clone()).build();
@@ -309,6 +308,7 @@ common::on_both_runtimes!(
     a_client_that_answers_pings_stays_connected,
     an_expired_token_closes_1008,
     a_kick_through_the_hub_sends_disconnect_and_closes,
+    a_kicked_client_whose_socket_is_busy_still_gets_its_notice_and_close_frame,
     a_slow_consumer_is_closed_4000_while_others_keep_receiving,
     a_peer_that_stops_reading_is_dropped_after_the_write_timeout,
     shutdown_sends_disconnect_then_1001_and_serve_returns,
