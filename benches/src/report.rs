@@ -127,13 +127,15 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Adds `{prefix}_p50_us`, `_p99_us`, `_max_us` (and `_count`) from `h` to `sample`; nothing when it is empty.
+/// Adds `{prefix}_p50_us`, `_p99_us`, `_p999_us`, `_max_us` (and `_count`) from `h` to `sample`; nothing when it
+/// is empty.
 pub(crate) fn put_latency(sample: &mut Sample, prefix: &str, h: &Histogram<u64>) {
     if h.is_empty() {
         return;
     }
     sample.insert(format!("{prefix}_p50_us"), h.value_at_quantile(0.50) as f64);
     sample.insert(format!("{prefix}_p99_us"), h.value_at_quantile(0.99) as f64);
+    sample.insert(format!("{prefix}_p999_us"), h.value_at_quantile(0.999) as f64);
     sample.insert(format!("{prefix}_max_us"), h.max() as f64);
     sample.insert(format!("{prefix}_count"), h.len() as f64);
 }

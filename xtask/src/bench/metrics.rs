@@ -40,6 +40,10 @@ pub(crate) enum Goal {
     HubAtMost(f64),
     /// hub - ref at most this (latency added over the reference).
     AddedAtMost(f64),
+    /// hub/bun at least this (throughput against uWebSockets inside Bun, in the same run).
+    BunRatioAtLeast(f64),
+    /// hub/bun at most this (latency against Bun).
+    BunRatioAtMost(f64),
 }
 
 impl Goal {
@@ -51,6 +55,8 @@ impl Goal {
             Self::HubAtLeast(x) => row.hub().map(|v| v >= x),
             Self::HubAtMost(x) => row.hub().map(|v| v <= x),
             Self::AddedAtMost(x) => Some(row.hub()? - row.figures.get("ref")?.median <= x),
+            Self::BunRatioAtLeast(x) => Some(row.hub()? / row.figures.get("bun")?.median >= x),
+            Self::BunRatioAtMost(x) => Some(row.hub()? / row.figures.get("bun")?.median <= x),
         }
     }
 }
@@ -63,6 +69,8 @@ impl std::fmt::Display for Goal {
             Self::HubAtLeast(x) => write!(f, ">= {}", super::report::human(*x)),
             Self::HubAtMost(x) => write!(f, "<= {}", super::report::human(*x)),
             Self::AddedAtMost(x) => write!(f, "hub - ref <= {}", super::report::human(*x)),
+            Self::BunRatioAtLeast(x) => write!(f, "hub/bun >= {x}"),
+            Self::BunRatioAtMost(x) => write!(f, "hub/bun <= {x}"),
         }
     }
 }
@@ -183,7 +191,16 @@ const SPECS: &[Spec] = &[
         label: "deliveries/s",
         better: Better::Higher,
         gate: Gate::Ratio,
-        goal: |case| (case == "n100").then_some(Goal::HubAtLeast(4e6)),
+        goal: |_| Some(Goal::BunRatioAtLeast(1.0)),
+    },
+    Spec {
+        scenario: "room_workers",
+        name: "rate",
+        source: Source::Summary,
+        label: "deliveries/s, one worker per core, unpinned",
+        better: Better::Higher,
+        gate: Gate::Report,
+        goal: |_| None,
     },
     Spec {
         scenario: "broadcast",
@@ -192,7 +209,16 @@ const SPECS: &[Spec] = &[
         label: "p99 publish to last receipt, µs",
         better: Better::Lower,
         gate: Gate::Ratio,
-        goal: |_| Some(Goal::RatioAtMost(1.2)),
+        goal: |_| Some(Goal::BunRatioAtMost(1.0)),
+    },
+    Spec {
+        scenario: "broadcast",
+        name: "last_p999_us",
+        source: Source::Summary,
+        label: "p99.9 publish to last receipt, µs",
+        better: Better::Lower,
+        gate: Gate::Report,
+        goal: |_| Some(Goal::BunRatioAtMost(1.0)),
     },
     Spec {
         scenario: "broadcast",

@@ -32,6 +32,9 @@ pub(crate) const SCENARIOS: &[&str] = &["core", "echo", "room", "broadcast", "id
 pub(crate) enum Setup {
     /// One server per target, pinned to its own core.
     Single,
+    /// One server per target with this many worker threads, nothing pinned: the scaling run, reported with
+    /// the cores the machine had.
+    Workers(usize),
     /// The hub target is two `ws-server` nodes over a `redis-server` of their own, publishers on one node and
     /// subscribers on the other; the reference is what `Reference` says. Nothing is pinned: three servers
     /// and the load generator share the cores.
@@ -186,8 +189,9 @@ fn full() -> Vec<Case> {
     }
     // Two rates per server: 10 per second needs longer windows to hold enough messages.
     let broadcast = Sampling { warmup: 1.0, samples: 5, window: 2.0 };
-    for n in ["1000", "5000", "10000", "19000"] {
-        let args = ["--conns", n, "--rates", "10,100", "--size", "100"];
+    // The issue's fan-out pairs (1 -> 1,000 at 100/s, 1 -> 5,000 at 20/s), then the large audiences.
+    for (n, rates) in [("1000", "10,100"), ("5000", "20"), ("10000", "10,100"), ("19000", "10,100")] {
+        let args = ["--conns", n, "--rates", rates, "--size", "100"];
         cases.push(case("broadcast", &format!("n{n}"), &args, broadcast, broadcast.secs() + 60.0));
     }
     // Five 12 s windows: the issue's 60 s steady window.
@@ -207,6 +211,13 @@ fn full() -> Vec<Case> {
         240.0,
     ));
     cases.extend(cluster(std, &[20_000, 50_000, 140_000]));
+    // The room again on every core (one worker per core, nothing pinned), so a bigger machine shows the curve.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut workers = case("room", "n320", &["--conns", "320", "--size", "20"], std, 0.0);
+    workers.loadgen.extend(["--report-as".to_owned(), "room_workers".to_owned()]);
+    workers.label = format!("room-n320-{cores}-workers");
+    workers.setup = Setup::Workers(cores);
+    cases.push(workers);
     cases
 }
 

@@ -38,8 +38,6 @@ impl Target {
 /// Flags the hub gets in every scenario: one worker like the reference, limits out of the way (the benchmark
 /// measures throughput, not the limits), and quiet logs.
 const HUB_FLAGS: &[&str] = &[
-    "--workers",
-    "1",
     "--log-level",
     "warn",
     "--max-connections",
@@ -202,18 +200,22 @@ fn pinning() -> (Vec<String>, Vec<String>) {
 impl Programs {
     fn server_command(&self, target: Target, addr: SocketAddr, case: &Case, pinned: bool) -> Result<Vec<String>> {
         let heartbeat = case.heartbeat_ms.to_string();
+        let workers = match case.setup {
+            Setup::Workers(n) => n.to_string(),
+            _ => "1".to_owned(),
+        };
         let mut cmd = if pinned { self.pin_server.clone() } else { Vec::new() };
         let path = |p: &Path| p.display().to_string();
         match target {
             Target::Reference => {
                 cmd.push(path(&self.reference));
-                cmd.extend(["--listen".into(), addr.to_string(), "--workers".into(), "1".into()]);
+                cmd.extend(["--listen".into(), addr.to_string(), "--workers".into(), workers]);
                 cmd.extend(["--heartbeat-ms".into(), heartbeat]);
             }
             Target::Hub => {
                 let Some(hub) = &self.hub else { bail!("no hub binary") };
                 cmd.push(path(hub));
-                cmd.extend(["--listen".into(), addr.to_string()]);
+                cmd.extend(["--listen".into(), addr.to_string(), "--workers".into(), workers]);
                 cmd.extend(HUB_FLAGS.iter().map(|f| (*f).to_owned()));
                 let pong_timeout = (case.heartbeat_ms * 3).max(60_000).to_string();
                 cmd.extend(["--heartbeat-ms".into(), heartbeat, "--pong-timeout-ms".into(), pong_timeout]);
@@ -227,9 +229,9 @@ impl Programs {
         Ok(cmd)
     }
 
-    fn start(&self, target: Target, case: &Case) -> Result<(Server, SocketAddr)> {
+    fn start(&self, target: Target, case: &Case, pinned: bool) -> Result<(Server, SocketAddr)> {
         let addr = free_addr()?;
-        let cmd = self.server_command(target, addr, case, true)?;
+        let cmd = self.server_command(target, addr, case, pinned)?;
         let server = self.spawn(&cmd, &[], &format!("{}-{}", case.label, target.name()), addr)?;
         Ok((server, addr))
     }
@@ -244,8 +246,12 @@ impl Programs {
     pub(crate) fn run_case(&self, case: &Case, target: Target) -> Result<Vec<Value>> {
         match &case.setup {
             Setup::Single => {
-                let (mut server, addr) = self.start(target, case)?;
+                let (mut server, addr) = self.start(target, case, true)?;
                 self.drive(case, target, &case.loadgen, addr, None, true, &mut [&mut server])
+            }
+            Setup::Workers(_) => {
+                let (mut server, addr) = self.start(target, case, false)?;
+                self.drive(case, target, &case.loadgen, addr, None, false, &mut [&mut server])
             }
             Setup::Cluster(reference) => self.run_cluster_case(case, target, reference),
         }
