@@ -425,6 +425,21 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        Self::load_over(figment, flags)
+    }
+
+    /// Loads the configuration as [`Config::load`] does, with the file's TOML text given rather than read
+    /// from a file: defaults, then `toml`, then `WS_SERVER_*` environment variables, then `flags`. Then
+    /// validates it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the key at fault and where its value came from.
+    pub fn load_str(toml: &str, flags: &toml::Table) -> Result<Self, ConfigError> {
+        Self::load_over(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)), flags)
+    }
+
+    /// The layers above the file, over `figment` (defaults and the file), then validation.
+    fn load_over(figment: Figment, flags: &toml::Table) -> Result<Self, ConfigError> {
         let config: Config = figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .merge(Serialized::defaults(flags.clone()))
