@@ -13,6 +13,8 @@
 //! version, or one that does not parse, is dropped and counted, so nodes of different versions can share a
 //! Redis during a rolling upgrade.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -70,8 +72,12 @@ impl Dropped {
 #[derive(Deserialize)]
 struct Raw<'a> {
     v: u64,
-    k: &'a str,
-    o: &'a str,
+    // Borrowed when the text has no escapes, owned otherwise: a `&str` could not hold a node id that JSON escapes
+    // (a `"` or a `\`), and every envelope from that node would be dropped as malformed.
+    #[serde(borrow)]
+    k: Cow<'a, str>,
+    #[serde(borrow)]
+    o: Cow<'a, str>,
     #[serde(default)]
     e: Option<String>,
     #[serde(default)]
@@ -121,7 +127,7 @@ pub(crate) fn decode(payload: &[u8], node: &str) -> Result<Envelope, Dropped> {
     if raw.v != VERSION {
         return Err(Dropped::UnknownVersion);
     }
-    match raw.k {
+    match &*raw.k {
         "p" => {
             let (Some(epoch), Some(offset), Some(d)) = (raw.e, raw.n, raw.d) else { return Err(Dropped::Malformed) };
             Ok(Envelope::Publications { epoch, offset, items: vec![(raw.ev, data(d)?)] })
@@ -264,5 +270,20 @@ mod tests {
         assert_eq!(decode(br#"{"v":1,"k":"p","o":"a","e":"x"}"#, "b").unwrap_err(), Dropped::Malformed);
         assert_eq!(decode(br#"{"v":1,"k":"z","o":"a"}"#, "b").unwrap_err(), Dropped::Malformed);
         assert_eq!(decode(&vec![b' '; MAX_ENVELOPE + 1], "b").unwrap_err(), Dropped::Oversized);
+    }
+
+    /// Found by the `envelope` fuzz target: a node id with a `"` in it was written escaped, and read back as
+    /// malformed, so every envelope of that node was dropped.
+    #[test]
+    fn envelopes_of_a_node_whose_id_json_escapes_are_read() {
+        let leave = br#"{"v":1,"k":"l","o":"{\"v\":2,\"k\":\"p","c":{"conn_id":"\"node-","user_id":null}}"#;
+        let node = r#"{"v":2,"k":"p"#;
+        match decode(leave, "node-b") {
+            Ok(Envelope::JoinLeave { joined: false, client }) => assert_eq!(client.conn_id, "\"node-"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decode(leave, node).unwrap_err(), Dropped::OwnEcho);
+        let publication = format!(r#"{},"e":"abc","n":1,"ev":null,"d":1}}"#, publication_head(r"a\b"));
+        assert!(matches!(decode(publication.as_bytes(), "b"), Ok(Envelope::Publications { .. })), "{publication}");
     }
 }
