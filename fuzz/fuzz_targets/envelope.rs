@@ -2,9 +2,9 @@
 //!
 //! The input is decoded twice over: as bytes a node receives from Redis, and (through `arbitrary`) as the node ids,
 //! clients and control commands of a join/leave and a control envelope.
-//! Checked: decoding never panics; accepted publications are at least one, each with valid JSON data and an offset
-//! that fits in a `u64`; and what one node encodes another decodes to the same value, while its origin drops it as
-//! its own echo.
+//! Checked: decoding never panics; accepted publications are at least one, each with valid JSON data, and their
+//! offsets (and the one after the last) fit in a `u64`; and what one node encodes another decodes to the same value,
+//! while its origin drops it as its own echo.
 
 #![no_main]
 
@@ -18,8 +18,9 @@ use ws_redis::fuzzing::{decode_envelope, encode_control, encode_join_leave, Deco
 fuzz_target!(|input: &[u8]| {
     if let Ok(DecodedEnvelope::Publications { offset, items, .. }) = decode_envelope(input, "node-b") {
         assert!(!items.is_empty(), "an envelope of no publications");
-        let last = offset.checked_add(items.len() as u64 - 1);
-        assert!(last.is_some(), "{} publications from offset {offset} overflow", items.len());
+        // The pub/sub task numbers them with `offset..`, which steps one past the last.
+        let past_last = offset.checked_add(items.len() as u64);
+        assert!(past_last.is_some(), "{} publications from offset {offset} overflow", items.len());
         for (_, data) in &items {
             assert!(Json::parse(data.as_bytes().to_vec()).is_ok(), "publication data {data} is not valid JSON");
         }
