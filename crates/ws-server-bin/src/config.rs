@@ -440,6 +440,7 @@ impl Config {
 
     /// The layers above the file, over `figment` (defaults and the file), then validation.
     fn load_over(figment: Figment, flags: &toml::Table) -> Result<Self, ConfigError> {
+        check_env_escapes()?;
         let config: Config = figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .merge(Serialized::defaults(flags.clone()))
@@ -610,6 +611,30 @@ impl Config {
             .iter()
             .fold(Namespaces::new(self.namespace.clone()), |ns, (name, policy)| ns.with(name.clone(), policy.clone()))
     }
+}
+
+/// Refuses a `WS_SERVER_*` variable that figment 0.10 would misread: in a quoted string whose first `\` escape
+/// comes after a non-ASCII character, it cuts the text at the character count as if it were a byte count, so it
+/// panics (mid-character) or silently drops characters. A `"`, then a non-ASCII character, then a `\` anywhere in
+/// the value is refused, which also covers a few values it would have read right; the message says how to write
+/// them instead. The value is not shown: it may be a secret.
+fn check_env_escapes() -> Result<(), ConfigError> {
+    for (key, value) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if !key.trim().to_ascii_uppercase().starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value.to_string_lossy();
+        let after_quote = value.find('"').map_or("", |at| &value[at..]);
+        if after_quote.find(|c: char| !c.is_ascii()).is_some_and(|at| after_quote[at..].contains('\\')) {
+            return Err(ConfigError::Load(format!(
+                "environment variable {}: a `\\` escape after a non-ASCII character in a quoted value cannot be \
+                 read; write that character as a `\\u` escape too, or set the value in the file",
+                key.trim()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn describe_figment_error(error: &figment::Error) -> String {
