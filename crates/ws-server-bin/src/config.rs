@@ -595,6 +595,12 @@ impl Config {
                 return invalid("broker.probe_interval_ms", &broker.probe_interval_ms, "must be at least 100");
             }
         }
+        // A TOML file holds integers up to i64::MAX: a larger one, from the environment or a flag, would make
+        // `--print-config` print a file the server cannot read back.
+        let tree = serde_json::to_value(self).unwrap_or_default();
+        if let Some((key, value)) = integer_over_toml_range(&tree, "") {
+            return invalid(&key, &value, "must be at most 9223372036854775807");
+        }
         Ok(())
     }
 
@@ -610,6 +616,19 @@ impl Config {
         self.namespaces
             .iter()
             .fold(Namespaces::new(self.namespace.clone()), |ns, (name, policy)| ns.with(name.clone(), policy.clone()))
+    }
+}
+
+/// The first integer in `value` over `i64::MAX`, with its dotted key under `key`.
+fn integer_over_toml_range(value: &serde_json::Value, key: &str) -> Option<(String, u64)> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64().filter(|&n| i64::try_from(n).is_err()).map(|n| (key.to_owned(), n)),
+        serde_json::Value::Array(items) => items.iter().find_map(|item| integer_over_toml_range(item, key)),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, field)| {
+            let key = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
+            integer_over_toml_range(field, &key)
+        }),
+        _ => None,
     }
 }
 

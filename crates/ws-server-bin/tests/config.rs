@@ -148,6 +148,20 @@ fn an_escape_after_a_non_ascii_character_in_an_environment_value_is_refused() {
     assert_eq!(printed(&out)["log"]["level"].as_str(), Some("éa\tb"));
 }
 
+/// Seen in review and failing the `config` fuzz target's round trip: an integer over `i64::MAX` from the
+/// environment was accepted, and `--print-config` printed a file the server could not read back.
+#[test]
+fn integers_a_config_file_cannot_hold_are_refused() {
+    let env = [("WS_SERVER_LIMITS__MAX_CONNECTIONS", "18446744073709551615")];
+    let out = ws_server(&["--print-config"], &env);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("limits.max_connections") && err.contains("9223372036854775807"), "{err}");
+    let env = [("WS_SERVER_NAMESPACES__CHAT__HISTORY_TTL_MS", "9223372036854775807")];
+    let cfg = printed(&ws_server(&["--print-config"], &env));
+    assert_eq!(cfg["namespaces"]["chat"]["history_ttl_ms"].as_integer(), Some(i64::MAX));
+}
+
 #[test]
 fn a_bad_config_serves_nothing() {
     // With an invalid value the process must exit, not start serving.
