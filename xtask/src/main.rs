@@ -1,8 +1,10 @@
-//! `cargo xtask`: ws-hub's project tasks, `ci` and `tidy`, run with the workspace root as working directory.
+//! `cargo xtask`: ws-hub's project tasks (`ci`, `tidy`, `bench`, `autobahn`, `fuzz`), run with the workspace root as
+//! working directory.
 
 mod autobahn;
 mod bench;
 mod ci;
+mod fuzz;
 mod source;
 mod tidy;
 
@@ -14,10 +16,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci        run every check CI runs (fmt, clippy, test, autobahn, doc, tidy), in order, stopping at the first failure
+  ci        run every check CI runs (fmt, clippy, test, autobahn, doc, tidy, fuzz, bench), in order, stopping at the first failure
   bench     the performance gate: micro-benches and end-to-end scenarios, hub against the reference server,
             compared with benches/baseline.json (`cargo xtask bench --help` for its options)
   autobahn  run the Autobahn|Testsuite cases (kosoku) against ws-transport's echo endpoint; all must pass
+  fuzz      build the cargo-fuzz targets in fuzz/ and run each for a while (nightly; skipped without it;
+            `cargo xtask fuzz --help` for its options)
   tidy      check the source rules: `//!` file docs, IO-free ws-core and ws-protocol, no ignored or panicking tests";
 
 fn main() -> ExitCode {
@@ -31,6 +35,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ["bench", ..] => bench::run(&root, &args[1..]),
+        ["fuzz", "-h" | "--help"] => {
+            println!("{}", fuzz::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        ["fuzz", ..] => fuzz::run(&root, &args[1..]),
         ["tidy"] => tidy::run_and_report(&root),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
