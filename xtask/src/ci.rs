@@ -55,6 +55,15 @@ const STEPS: &[Step] = &[
         },
     },
     Step { name: "tidy", action: Action::Tidy },
+    // Every fuzz target for 20 s, after one build of them all without a sanitizer (about four minutes on two cores);
+    // one line and a pass where there is no nightly toolchain.
+    Step {
+        name: "fuzz",
+        action: Action::Cargo {
+            args: &["run", "--quiet", "--package", "xtask", "--", "fuzz", "--secs", "20", "--sanitizer", "none"],
+            env: &[],
+        },
+    },
     // The performance gate, short: builds in release and runs every scenario against ws-server and the reference.
     Step {
         name: "bench",

@@ -1,11 +1,12 @@
-//! `cargo xtask`: ws-hub's project tasks (`ci`, `tidy`, `bench`, `autobahn`, `soak`), run with the workspace root
-//! as working directory.
+//! `cargo xtask`: ws-hub's project tasks (`ci`, `tidy`, `bench`, `autobahn`, `soak`, `fuzz`), run with the workspace
+//! root as working directory.
 
 mod autobahn;
 mod bench;
 mod ci;
 mod process;
 mod soak;
+mod fuzz;
 mod source;
 mod target_dir;
 mod tidy;
@@ -18,13 +19,15 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci        run every check CI runs (fmt, clippy, test, autobahn, doc, tidy, bench, soak), in order, stopping at the
+  ci        run every check CI runs (fmt, clippy, test, autobahn, doc, tidy, fuzz, bench, soak), in order, stopping at the
             first failure
   bench     the performance gate: micro-benches and end-to-end scenarios, hub against the reference server,
             compared with benches/baseline.json (`cargo xtask bench --help` for its options)
   autobahn  run the Autobahn|Testsuite cases (kosoku) against ws-transport's echo endpoint; all must pass
   soak      minutes of churn, publishes, slow consumers and kicks at once against a release ws-server, then
             check deliveries, descriptors and memory (`cargo xtask soak --help` for its options)
+  fuzz      build the cargo-fuzz targets in fuzz/ and run each for a while (nightly; skipped without it;
+            `cargo xtask fuzz --help` for its options)
   tidy      check the source rules: `//!` file docs, IO-free ws-core and ws-protocol, no ignored or panicking tests";
 
 fn main() -> ExitCode {
@@ -43,6 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ["soak", ..] => soak::run(&root, &args[1..]),
+        ["fuzz", "-h" | "--help"] => {
+            println!("{}", fuzz::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        ["fuzz", ..] => fuzz::run(&root, &args[1..]),
         ["tidy"] => tidy::run_and_report(&root),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");

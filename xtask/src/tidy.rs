@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::source::{self, SourceFile};
 
 /// Top-level directories whose `.rs` files tidy reads; those that do not exist are skipped.
-const SOURCE_DIRS: &[&str] = &["crates", "xtask", "benches"];
+const SOURCE_DIRS: &[&str] = &["crates", "xtask", "benches", "fuzz"];
 
 /// The IO-free crates and their directories: they never depend on [`FORBIDDEN_DEPENDENCIES`] and their
 /// non-test code never awaits or reads the clock.

@@ -49,6 +49,8 @@
 
 mod command;
 mod envelope;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod pubsub;
 mod scripts;
 

@@ -448,6 +448,22 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        Self::load_over(figment, flags)
+    }
+
+    /// Loads the configuration as [`Config::load`] does, with the file's TOML text given rather than read
+    /// from a file: defaults, then `toml`, then `WS_SERVER_*` environment variables, then `flags`. Then
+    /// validates it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the key at fault and where its value came from.
+    pub fn load_str(toml: &str, flags: &toml::Table) -> Result<Self, ConfigError> {
+        Self::load_over(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)), flags)
+    }
+
+    /// The layers above the file, over `figment` (defaults and the file), then validation.
+    fn load_over(figment: Figment, flags: &toml::Table) -> Result<Self, ConfigError> {
+        check_env_escapes()?;
         let config: Config = figment
             .merge(crate::env::provider())
             .merge(Serialized::defaults(flags.clone()))
@@ -603,6 +619,12 @@ impl Config {
                 return invalid("broker.probe_interval_ms", &broker.probe_interval_ms, "must be at least 100");
             }
         }
+        // A TOML file holds integers up to i64::MAX: a larger one, from the environment or a flag, would make
+        // `--print-config` print a file the server cannot read back.
+        let tree = serde_json::to_value(self).unwrap_or_default();
+        if let Some((key, value)) = integer_over_toml_range(&tree, "") {
+            return invalid(&key, &value, "must be at most 9223372036854775807");
+        }
         Ok(())
     }
 
@@ -619,6 +641,43 @@ impl Config {
             .iter()
             .fold(Namespaces::new(self.namespace.clone()), |ns, (name, policy)| ns.with(name.clone(), policy.clone()))
     }
+}
+
+/// The first integer in `value` over `i64::MAX`, with its dotted key under `key`.
+fn integer_over_toml_range(value: &serde_json::Value, key: &str) -> Option<(String, u64)> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64().filter(|&n| i64::try_from(n).is_err()).map(|n| (key.to_owned(), n)),
+        serde_json::Value::Array(items) => items.iter().find_map(|item| integer_over_toml_range(item, key)),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, field)| {
+            let key = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
+            integer_over_toml_range(field, &key)
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses a `WS_SERVER_*` variable that figment 0.10 would misread: in a quoted string whose first `\` escape
+/// comes after a non-ASCII character, it cuts the text at the character count as if it were a byte count, so it
+/// panics (mid-character) or silently drops characters. A `"`, then a non-ASCII character, then a `\` anywhere in
+/// the value is refused, which also covers a few values it would have read right; the message says how to write
+/// them instead. The value is not shown: it may be a secret.
+fn check_env_escapes() -> Result<(), ConfigError> {
+    for (key, value) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if !key.trim().to_ascii_uppercase().starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value.to_string_lossy();
+        let after_quote = value.find('"').map_or("", |at| &value[at..]);
+        if after_quote.find(|c: char| !c.is_ascii()).is_some_and(|at| after_quote[at..].contains('\\')) {
+            return Err(ConfigError::Load(format!(
+                "environment variable {}: a `\\` escape after a non-ASCII character in a quoted value cannot be \
+                 read; write that character as a `\\u` escape too, or set the value in the file",
+                key.trim()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn describe_figment_error(error: &figment::Error) -> String {

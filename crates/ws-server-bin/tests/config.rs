@@ -176,6 +176,43 @@ fn bad_values_name_the_key_the_value_and_what_is_allowed() {
     }
 }
 
+/// Found by the `config` fuzz target: figment panicked on a quoted environment value with an escape after a
+/// non-ASCII character (or, without a panic, dropped characters); such a value is refused with a message.
+#[test]
+fn an_escape_after_a_non_ascii_character_in_an_environment_value_is_refused() {
+    let cases = [
+        // The fuzzer's input, one of its two variables.
+        ("WS_SERVER_Llisten ", r#" "127.0.0.1:ɟ\\\\\\\\\\\\namespa\\\\is[namPI__KEYS=["k!"l,"#),
+        ("WS_SERVER_LOG__LEVEL", "\"é\\n\""),
+        ("WS_SERVER_LOG__LEVEL", "\"éa\\tb\""),
+        ("WS_SERVER_API__KEYS", "[\"k1\", \"Zoë\\\"s key\"]"),
+    ];
+    for (key, value) in cases {
+        let out = ws_server(&["--print-config"], &[(key, value)]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{key}={value}: {}", stdout(&out));
+        assert!(err.contains(key.trim()) && err.contains("non-ASCII"), "{key}={value}: {err}");
+        assert!(!err.contains("panicked"), "{key}={value}: {err}");
+    }
+    // Written with `\u` escapes, the same text is read whole.
+    let out = ws_server(&["--print-config"], &[("WS_SERVER_LOG__LEVEL", "\"\\u00e9a\\tb\"")]);
+    assert_eq!(printed(&out)["log"]["level"].as_str(), Some("éa\tb"));
+}
+
+/// Seen in review and failing the `config` fuzz target's round trip: an integer over `i64::MAX` from the
+/// environment was accepted, and `--print-config` printed a file the server could not read back.
+#[test]
+fn integers_a_config_file_cannot_hold_are_refused() {
+    let env = [("WS_SERVER_LIMITS__MAX_CONNECTIONS", "18446744073709551615")];
+    let out = ws_server(&["--print-config"], &env);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("limits.max_connections") && err.contains("9223372036854775807"), "{err}");
+    let env = [("WS_SERVER_NAMESPACES__CHAT__HISTORY_TTL_MS", "9223372036854775807")];
+    let cfg = printed(&ws_server(&["--print-config"], &env));
+    assert_eq!(cfg["namespaces"]["chat"]["history_ttl_ms"].as_integer(), Some(i64::MAX));
+}
+
 #[test]
 fn a_bad_config_serves_nothing() {
     // With an invalid value the process must exit, not start serving.

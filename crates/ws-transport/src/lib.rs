@@ -29,12 +29,15 @@
 //!
 //! With the `tls` feature, [`TransportConfig::tls`] takes a rustls `ServerConfig` and every connection
 //! is TLS; [`TransportConfig::stats`] shares the transport's counters ([`TransportStats`]) with a metrics exporter.
+//! The `fuzzing` feature adds `fuzzing::FrameStream`, the frame decoder as the fuzz targets in `/fuzz` drive it.
 
 mod caps;
 mod clock;
 mod config;
 mod decoder;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handshake;
 mod http;
 mod outbound;
