@@ -46,6 +46,7 @@ mod server;
 mod session;
 mod stats;
 mod stream;
+mod timers;
 
 pub use clock::SystemClock;
 pub use config::{RateLimit, TransportConfig};

@@ -71,7 +71,8 @@ pub(crate) enum Taken {
 struct State {
     queue: VecDeque<Item>,
     bytes: usize,
-    close: Option<CloseRequest>,
+    /// Boxed: a queue is closed once, at its end.
+    close: Option<Box<CloseRequest>>,
     /// Set once the task has taken the close request: nothing more is queued or taken.
     close_taken: bool,
     abort: bool,
@@ -156,7 +157,7 @@ impl Outbound {
                 state.queue = VecDeque::new();
                 state.bytes = 0;
             }
-            state.close = Some(request);
+            state.close = Some(Box::new(request));
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -179,6 +180,14 @@ impl Outbound {
             state.abort = true;
             state.waker.take()
         };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Wakes the connection's task: its timer is due.
+    pub(crate) fn wake(&self) {
+        let waker = self.state.lock().waker.take();
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -214,7 +223,8 @@ impl Outbound {
         // A close is reported as soon as it is requested, even while items wait (`take_all` hands them over
         // and the task decides whether they still go out): it wakes the task only once, so a take that returned
         // items instead would leave the close unseen until something else woke the task.
-        if let Some(close) = state.close.clone() {
+        if let Some(close) = &state.close {
+            let close = CloseRequest::clone(close);
             state.close_taken = true;
             return Taken::Close(close);
         }
@@ -235,8 +245,8 @@ impl Outbound {
                 if !state.queue.is_empty() {
                     state.since = Some(Instant::now());
                 }
-                if state.queue.is_empty() && state.queue.capacity() > 64 {
-                    // A burst grew the queue; give the memory back now that it has drained.
+                if state.queue.is_empty() {
+                    // Drained: give the memory back, an idle queue holds none.
                     state.queue = VecDeque::new();
                 }
                 return Taken::Items(waited);
