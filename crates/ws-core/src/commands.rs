@@ -187,12 +187,11 @@ impl Hub {
             }
             Command::Echo { data } => self.reply(entry, &ServerMessage::Echo { id: id_owned(), data }),
             Command::Status => {
-                let mut channels: Vec<_> = entry.channels.lock().iter().cloned().collect();
-                channels.sort();
+                let channels = entry.channels.lock().sorted();
                 let msg = ServerMessage::Status {
                     id: id_owned(),
                     conn_id: entry.id().to_string(),
-                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
+                    user_id: entry.identity().user_id.as_deref().map(str::to_owned),
                     channels,
                     connected_ms: self.now_ms().saturating_sub(entry.connected_at_ms),
                 };
@@ -203,7 +202,7 @@ impl Hub {
                 let Some(handler) = handler else {
                     return Err(CommandError::new(ErrorCode::UnknownType, format!("unknown message type `{kind}`")));
                 };
-                let custom = CustomCommand { conn_id: entry.id(), identity: &entry.identity, id, kind: &kind, frame };
+                let custom = CustomCommand { conn_id: entry.id(), identity: entry.identity(), id, kind: &kind, frame };
                 handler.handle(self, &custom).map_err(|e| CommandError::new(e.code, e.message))?;
             }
             _ => return Err(CommandError::new(ErrorCode::UnknownType, "unknown message type")),
@@ -246,7 +245,7 @@ impl Hub {
         let policy = self.policy(channel);
         self.inner
             .authorizer
-            .authorize(&entry.identity, channel, policy, action)
+            .authorize(entry.identity(), channel, policy, action)
             .map_err(|d| CommandError::new(d.code, d.message))?;
         Ok(policy)
     }
