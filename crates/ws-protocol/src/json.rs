@@ -41,11 +41,12 @@ impl Json {
     /// [`DecodeError::NotJson`] or [`DecodeError::TooDeep`].
     pub fn parse(text: impl Into<Bytes>) -> Result<Self, DecodeError> {
         let text = text.into();
-        let s = std::str::from_utf8(&text).map_err(|_| DecodeError::NotJson)?;
-        // Capturing a raw value validates it without building it (and without recursion).
-        serde_json::from_str::<&RawValue>(s).map_err(|_| DecodeError::NotJson)?;
-        check(&text)?;
-        Ok(Self(text))
+        // One pass, without recursion: syntax, UTF-8, surrogates, and the depth.
+        match crate::scan::value(&text) {
+            Ok(depth) if depth > MAX_DEPTH => Err(DecodeError::TooDeep),
+            Ok(_) => Ok(Self(text)),
+            Err(_) => Err(DecodeError::NotJson),
+        }
     }
 
     /// Serializes any `Serialize` value.

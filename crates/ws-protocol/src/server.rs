@@ -65,6 +65,15 @@ impl Publication {
     }
 }
 
+/// The most bytes an `id` field takes in a reply (a string's characters escaped at worst as `\u00XX`).
+fn id_len(id: Option<&CommandId>) -> usize {
+    match id {
+        None => 0,
+        Some(CommandId::Int(_)) => 26,
+        Some(CommandId::Str(s)) => 8 + 6 * s.len(),
+    }
+}
+
 /// Encodes a `message` frame once; fan-out shares the returned bytes.
 #[must_use]
 pub fn encode_message(channel: &ChannelName, offset: u64, event: Option<&str>, data: &Json) -> Bytes {
@@ -249,7 +258,13 @@ impl ServerMessage {
         if let Self::Message(p) = self {
             return p.encode();
         }
-        let mut w = JsonWriter::object(self.kind());
+        let mut w = match self {
+            // Room for the payload up front, so a large echo is copied once rather than regrown.
+            Self::Echo { id, data } => {
+                JsonWriter::object_with_capacity(self.kind(), 40 + id_len(id.as_ref()) + data.len())
+            }
+            _ => JsonWriter::object(self.kind()),
+        };
         match self {
             Self::Welcome { conn_id, user_id, heartbeat_ms, version } => {
                 w.str_field("conn_id", conn_id);
