@@ -18,8 +18,8 @@
 use bytes::{Buf, BytesMut};
 
 use crate::frame::{
-    is_valid_close_code, Header, Prefix, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
-    OP_TEXT,
+    is_valid_close_code, unmask, Header, Prefix, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
+    OP_PONG, OP_TEXT,
 };
 
 /// The per-message limits.
@@ -168,10 +168,9 @@ impl Decoder {
         }
         buf.advance(header.header_len);
         let mut payload = buf.split_to(payload_len);
-        if let Some(mask) = header.mask {
-            fastwebsockets::unmask(&mut payload, mask);
-        }
-        self.take(&header, payload)
+        // Every frame that got here is masked (`check_prefix`).
+        let ascii = header.mask.is_some_and(|mask| unmask(&mut payload, mask));
+        self.take(&header, payload, ascii)
     }
 
     /// Checks what the first two bytes say.
@@ -223,8 +222,8 @@ impl Decoder {
         Ok(())
     }
 
-    /// Takes in a frame whose header passed the checks.
-    fn take(&mut self, h: &Header, payload: BytesMut) -> Result<Decoded, Violation> {
+    /// Takes in a frame whose header passed the checks; `ascii` when its payload is known to be all ASCII.
+    fn take(&mut self, h: &Header, payload: BytesMut, ascii: bool) -> Result<Decoded, Violation> {
         let incoming = match h.opcode {
             OP_PING => Incoming::Ping(payload),
             OP_PONG => Incoming::Pong,
@@ -233,7 +232,7 @@ impl Decoder {
             opcode => {
                 let text = opcode == OP_TEXT;
                 if h.fin {
-                    if text && std::str::from_utf8(&payload).is_err() {
+                    if text && !ascii && std::str::from_utf8(&payload).is_err() {
                         return Err(Violation::InvalidUtf8);
                     }
                     if text {
@@ -313,7 +312,7 @@ impl Decoder {
                 buf.advance(header.header_len);
                 let mut payload = buf.split_to(header.payload_len as usize);
                 if let Some(mask) = header.mask {
-                    fastwebsockets::unmask(&mut payload, mask);
+                    unmask(&mut payload, mask);
                 }
                 let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                 return Ok(Some(code));

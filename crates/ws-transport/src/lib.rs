@@ -38,6 +38,7 @@ mod frame;
 mod handshake;
 mod http;
 mod outbound;
+mod output;
 mod rate;
 mod registration;
 mod relay;

@@ -33,6 +33,7 @@ use crate::frame::{
     encode_close, encode_frame, encode_header, MAX_SERVER_HEADER, OP_BINARY, OP_PING, OP_PONG, OP_TEXT,
 };
 use crate::outbound::{CloseRequest, Flush, Item, Taken};
+use crate::output::{Output, SPLICE_MIN};
 use crate::rate::{RateLimiter, Verdict};
 use crate::registration::{Endpoint, Registration, ABNORMAL};
 use crate::stream::Stream;
@@ -111,9 +112,8 @@ pub(crate) struct Session {
     stream: Stream,
     /// The frame decoder, which also keeps what a read left unfinished.
     decoder: Decoder,
-    wbuf: Vec<u8>,
-    /// How much of `wbuf` is written.
-    wpos: usize,
+    /// What is yet to be written.
+    out: Output,
     /// Times are milliseconds on the server's clock (`Timers::now`).
     /// Now, as of the start of this poll: the clock is read once per poll.
     now: u64,
@@ -157,8 +157,7 @@ impl Session {
         let mut session = Self {
             stream,
             decoder: Decoder::default(),
-            wbuf: Vec::new(),
-            wpos: 0,
+            out: Output::default(),
             now,
             timer_at: u64::MAX,
             last_recv: now,
@@ -248,7 +247,7 @@ impl Future for Session {
 impl Session {
     /// Bytes waiting to be written.
     fn pending(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.out.len()
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
@@ -330,11 +329,11 @@ impl Session {
     }
 
     fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.wpos < self.wbuf.len() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.wpos..]) {
+        while self.out.len() > 0 {
+            // `Output` gives its memory back once all is written: an idle connection holds none.
+            match self.out.poll_write(&mut self.stream, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    self.wpos += n;
                     self.last_write = self.now;
                     self.reg.server.config.stats.wrote(n);
                 }
@@ -344,9 +343,6 @@ impl Session {
         }
         // TLS may hold encrypted records back until flushed; on plain TCP this is a no-op.
         std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
-        // Give the buffer back: an idle connection holds none.
-        self.wbuf = Vec::new();
-        self.wpos = 0;
         if let Phase::Closing { deadline: None, peer_closed } = self.phase {
             let deadline = self.now.saturating_add(duration_ms(self.reg.server.config.close_timeout));
             self.phase = Phase::Closing { deadline: Some(deadline), peer_closed };
@@ -355,21 +351,24 @@ impl Session {
         Poll::Ready(Ok(()))
     }
 
-    /// Encodes a taken batch into the write buffer, emptying it.
+    /// Encodes a taken batch for writing, emptying it: frame heads and short payloads copied into one buffer,
+    /// long payloads written from their own bytes (see `Output`).
     fn encode_batch(&mut self, batch: &mut Vec<Item>) {
         if batch.is_empty() {
             return;
         }
         let was_idle = self.pending() == 0;
-        let total: usize = batch.iter().map(|item| item.len() + MAX_SERVER_HEADER).sum();
-        self.wbuf.reserve(total);
+        let vectored = self.stream.is_write_vectored();
+        let copied = |len: usize| if len < SPLICE_MIN || !vectored { len } else { 0 };
+        let total: usize = batch.iter().map(|item| copied(item.len()) + MAX_SERVER_HEADER).sum();
+        self.out.reserve(total);
         for item in batch.drain(..) {
             match item {
                 Item::Text(payload) => {
-                    encode_header(&mut self.wbuf, OP_TEXT, payload.len());
-                    self.wbuf.extend_from_slice(&payload);
+                    encode_header(self.out.buf(), OP_TEXT, payload.len());
+                    self.out.payload(&payload, vectored);
                 }
-                Item::Frame(frame) => self.wbuf.extend_from_slice(&frame),
+                Item::Frame(frame) => self.out.payload(&frame, vectored),
             }
         }
         if was_idle {
@@ -387,7 +386,7 @@ impl Session {
     /// are never dropped.
     fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         let was_idle = self.pending() == 0;
-        encode_frame(&mut self.wbuf, opcode, payload);
+        encode_frame(self.out.buf(), opcode, payload);
         if was_idle {
             self.write_due();
         }
@@ -478,20 +477,20 @@ impl Session {
                 self.stop_queue(code.unwrap_or(close::NORMAL));
                 let was_idle = self.pending() == 0;
                 match code {
-                    Some(code) => encode_close(&mut self.wbuf, code, ""),
-                    None => encode_frame(&mut self.wbuf, crate::frame::OP_CLOSE, &[]),
+                    Some(code) => encode_close(self.out.buf(), code, ""),
+                    None => encode_frame(self.out.buf(), crate::frame::OP_CLOSE, &[]),
                 }
                 if was_idle {
                     self.write_due();
                 }
                 self.phase = Phase::Closing { deadline: None, peer_closed: true };
             }
-            Incoming::Text(payload) => self.on_message(true, &payload, now),
-            Incoming::Binary(payload) => self.on_message(false, &payload, now),
+            Incoming::Text(payload) => self.on_message(true, payload, now),
+            Incoming::Binary(payload) => self.on_message(false, payload, now),
         }
     }
 
-    fn on_message(&mut self, text: bool, payload: &[u8], now: u64) {
+    fn on_message(&mut self, text: bool, payload: BytesMut, now: u64) {
         // The rate limit is ours: neither fastwebsockets 0.10 nor the hub has one.
         let verdict = match self.reg.server.config.rate_limit {
             Some(limit) => self.limiter.check(&limit, now),
@@ -520,7 +519,8 @@ impl Session {
         let opcode = if text { OP_TEXT } else { OP_BINARY };
         match &self.reg.endpoint {
             Endpoint::Hub if text => {
-                if self.reg.server.hub.handle_text(self.reg.id(), payload) {
+                // Shared, not copied: the frame may sit in the thread's read buffer, which the hub does not keep.
+                if self.reg.server.hub.handle_text_shared(self.reg.id(), &payload.freeze()) {
                     self.fanned_out = true;
                 }
             }
@@ -528,11 +528,11 @@ impl Session {
             Endpoint::Relay(member) => {
                 // Encoded once, shared by every member.
                 let mut frame = Vec::with_capacity(payload.len() + MAX_SERVER_HEADER);
-                encode_frame(&mut frame, opcode, payload);
+                encode_frame(&mut frame, opcode, &payload);
                 member.room.forward(self.reg.id(), &Bytes::from(frame), self.reg.server.config.relay_echo);
                 self.fanned_out = true;
             }
-            Endpoint::Echo => self.send_frame(opcode, payload),
+            Endpoint::Echo => self.send_frame(opcode, &payload),
         }
     }
 
@@ -568,9 +568,9 @@ impl Session {
         });
         let was_idle = self.pending() == 0;
         if let Some(notice) = notice {
-            encode_frame(&mut self.wbuf, OP_TEXT, &notice);
+            encode_frame(self.out.buf(), OP_TEXT, &notice);
         }
-        encode_close(&mut self.wbuf, code, reason);
+        encode_close(self.out.buf(), code, reason);
         if was_idle {
             self.write_due();
         }
