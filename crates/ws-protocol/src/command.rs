@@ -260,16 +260,18 @@ impl<'a> Fields<'a> {
         let mut fields = Fields::default();
         while let Some(member) = object.next_member()? {
             fields.too_deep |= member.depth > MAX_DEPTH;
-            let key = string(member.key).ok_or(DecodeError::NotJson)?;
-            let slot = match &*key {
-                "type" => &mut fields.kind,
-                "id" => &mut fields.id,
-                "channel" => &mut fields.channel,
-                "data" => &mut fields.data,
-                "recover" => &mut fields.recover,
-                "since" => &mut fields.since,
-                "limit" => &mut fields.limit,
-                "idempotency_key" => &mut fields.idempotency_key,
+            // A key is matched as it was sent; only one with an escape in it is unescaped first.
+            let raw_key = &member.key[1..member.key.len() - 1];
+            let unescaped = if raw_key.contains(&b'\\') { string(member.key) } else { None };
+            let slot = match unescaped.as_deref().map_or(raw_key, str::as_bytes) {
+                b"type" => &mut fields.kind,
+                b"id" => &mut fields.id,
+                b"channel" => &mut fields.channel,
+                b"data" => &mut fields.data,
+                b"recover" => &mut fields.recover,
+                b"since" => &mut fields.since,
+                b"limit" => &mut fields.limit,
+                b"idempotency_key" => &mut fields.idempotency_key,
                 _ => continue,
             };
             slot.get_or_insert(member.value);

@@ -128,19 +128,34 @@ pub(crate) fn value(text: &[u8]) -> Result<usize, NotJson> {
 
 /// Whether a byte ends a string's plain run: a quote, a backslash, a control character or non-ASCII.
 fn special(b: u8) -> bool {
-    (b == b'"') | (b == b'\\') | (b.wrapping_sub(0x20) >= 0x60)
+    SPECIAL[usize::from(b)]
 }
+
+/// [`special`] as a table: one load per byte on the byte-by-byte paths.
+static SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b == b'"' as usize || b == b'\\' as usize || b < 0x20 || b >= 0x80;
+        b += 1;
+    }
+    table
+};
 
 /// How many bytes at the start of `s` are plain string text.
 ///
 /// Two passes that are each cheaper than one that checks every rule per byte: memchr (vectorized, with the
-/// CPU's widest instructions) finds the next quote or backslash, then the smallest and largest byte before it
-/// (a reduction the compiler vectorizes) say whether any is a control character or non-ASCII. Only then is the
-/// run looked at byte by byte.
+/// CPU's widest instructions) finds the next quote or backslash, then one maximum over the bytes before it (a
+/// reduction the compiler vectorizes) says whether any is a control character or non-ASCII: less 0x20, wrapping,
+/// printable ASCII is below 0x60 and everything else above. Only then is the run looked at byte by byte.
 fn plain_len(s: &[u8]) -> usize {
+    // Keys and most short values end within a few bytes: look at those one by one before paying for a call.
+    const SHORT: usize = 24;
+    if let Some(n) = s.iter().take(SHORT).position(|&b| special(b)) {
+        return n;
+    }
     let end = memchr::memchr2(b'"', b'\\', s).unwrap_or(s.len());
-    let (lo, hi) = s[..end].iter().fold((u8::MAX, 0u8), |(lo, hi), &b| (lo.min(b), hi.max(b)));
-    if lo >= 0x20 && hi < 0x80 {
+    if s[..end].iter().fold(0u8, |hi, &b| hi.max(b.wrapping_sub(0x20))) < 0x60 {
         return end;
     }
     s.iter().position(|&b| special(b)).unwrap_or(s.len())

@@ -139,3 +139,13 @@ proptest! {
         prop_assert_eq!(got, reference(&text));
     }
 }
+
+#[test]
+fn keys_are_matched_after_unescaping() {
+    use ws_protocol::{ClientFrame, Command, CommandId};
+    let frame = ClientFrame::decode(br#"{"ty\u0070e":"ping","\u0069d":7}"#).unwrap();
+    assert_eq!((frame.command, frame.id), (Command::Ping, Some(CommandId::Int(7))));
+    let shared = bytes::Bytes::from_static(br#"{"type":"echo","data":{"a":[1,"\u00e9"]}}"#);
+    let Command::Echo { data } = ClientFrame::decode_shared(&shared).unwrap().command else { panic!("not an echo") };
+    assert_eq!(data.as_str(), r#"{"a":[1,"\u00e9"]}"#);
+}
