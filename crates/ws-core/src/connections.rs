@@ -14,7 +14,7 @@ use ws_protocol::ChannelName;
 
 use crate::conn::{Conn, ConnId};
 use crate::policy::Identity;
-use crate::sharded::ShardedMap;
+use crate::sharded::{IdHash, ShardedMap};
 use crate::stats::Counter;
 
 /// How many low bits of a connection id count connections; the bits above hold the node's prefix.
@@ -170,7 +170,8 @@ impl ChannelSet {
 }
 
 pub(crate) struct Connections {
-    conns: ShardedMap<ConnId, Arc<ConnEntry>>,
+    /// Looked up on every message: keyed by the ids this node hands out, so hashed with one multiply.
+    conns: ShardedMap<ConnId, Arc<ConnEntry>, IdHash>,
     users: ShardedMap<Arc<str>, Vec<ConnId>>,
     count: Counter,
     next: AtomicU64,
@@ -180,7 +181,7 @@ impl Connections {
     /// Connections whose ids start with `prefix` (its low 24 bits).
     pub(crate) fn new(prefix: u32) -> Self {
         Self {
-            conns: ShardedMap::new(),
+            conns: ShardedMap::default(),
             users: ShardedMap::new(),
             count: Counter::default(),
             next: AtomicU64::new(u64::from(prefix & 0xff_ffff) << SEQUENCE_BITS),

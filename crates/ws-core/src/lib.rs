@@ -67,7 +67,7 @@ pub use policy::{
     NamespaceAuthorizer,
 };
 pub use presence::HistoryPage;
-pub use sharded::ShardedMap;
+pub use sharded::{IdHash, IdHasher, ShardedMap};
 pub use stats::{DelayHistogram, DropReason, StatsSnapshot};
 pub use subscriptions::Subscribed;
 pub use ws_protocol;

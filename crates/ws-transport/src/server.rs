@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use ws_core::{ConnId, Hub, RefusalReason, ShardedMap, UpgradeRefusal};
+use ws_core::{ConnId, Hub, IdHash, RefusalReason, ShardedMap, UpgradeRefusal};
 use ws_protocol::ServerMessage;
 
 use crate::caps::Caps;
@@ -78,12 +78,12 @@ impl Server {
 /// queue alone.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    hub: ShardedMap<ConnId, Arc<Outbound>>,
-    other: ShardedMap<ConnId, Arc<Outbound>>,
+    hub: ShardedMap<ConnId, Arc<Outbound>, IdHash>,
+    other: ShardedMap<ConnId, Arc<Outbound>, IdHash>,
 }
 
 impl Sessions {
-    fn map(&self, hub_endpoint: bool) -> &ShardedMap<ConnId, Arc<Outbound>> {
+    fn map(&self, hub_endpoint: bool) -> &ShardedMap<ConnId, Arc<Outbound>, IdHash> {
         if hub_endpoint {
             &self.hub
         } else {
