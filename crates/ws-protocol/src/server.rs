@@ -65,11 +65,16 @@ impl Publication {
     }
 }
 
-/// The most bytes an `id` field takes in a reply (a string's characters escaped at worst as `\u00XX`).
+/// The bytes of an `echo` reply besides its `id` and `data`: `{"type":"echo","data":` and `}`.
+const ECHO_LEN: usize = 23;
+
+/// The bytes an `id` field takes in a reply: exactly, unless its string needs escapes (then at most, each
+/// character escaped as `\u00XX`).
 fn id_len(id: Option<&CommandId>) -> usize {
     match id {
         None => 0,
-        Some(CommandId::Int(_)) => 26,
+        Some(CommandId::Int(n)) => 6 + itoa::Buffer::new().format(*n).len(),
+        Some(CommandId::Str(s)) if JsonWriter::is_plain(s) => 8 + s.len(),
         Some(CommandId::Str(s)) => 8 + 6 * s.len(),
     }
 }
@@ -260,8 +265,9 @@ impl ServerMessage {
         }
         let mut w = match self {
             // Room for the payload up front, so a large echo is copied once rather than regrown.
+            // Sized exactly (for a plain `id`), so the buffer becomes the frame's `Bytes` without another allocation.
             Self::Echo { id, data } => {
-                JsonWriter::object_with_capacity(self.kind(), 40 + id_len(id.as_ref()) + data.len())
+                JsonWriter::object_with_capacity(self.kind(), ECHO_LEN + id_len(id.as_ref()) + data.len())
             }
             _ => JsonWriter::object(self.kind()),
         };
