@@ -12,7 +12,8 @@ use crate::error::DecodeError;
 /// top-level object does not count, so every [`Json`] fits in a `publish`).
 ///
 /// Deeper input is refused with [`DecodeError::TooDeep`]. Nothing in this crate walks a value recursively:
-/// serde_json skips and captures values with an explicit stack, and [`check`] counts brackets.
+/// the scanner that validates commands and [`Json::parse`] keeps its open brackets in a bit stack, and serde_json
+/// (for what it decodes) skips with an explicit stack.
 pub const MAX_DEPTH: usize = 64;
 
 /// One JSON value as UTF-8 text, known to be valid.
