@@ -45,8 +45,6 @@ const READ_PAUSE_BYTES: usize = 256 * 1024;
 /// How much to read at least per read call: enough for a big message (or a burst of small ones) in one
 /// syscall. Reads go into a buffer of the thread's (see `READ_BUF`).
 const READ_CHUNK: usize = 64 * 1024;
-/// How much to read at least into a frame that is partly in.
-const MIN_READ: usize = 4096;
 /// How many more reads a corked session (one whose reads fan out) does before it yields and flushes: this
 /// bounds how much one publisher takes in per turn (tokio's cooperative budget bounds it too).
 const MAX_CORKED_READS: u8 = 4;
@@ -392,23 +390,26 @@ impl Session {
         }
     }
 
-    /// Reads what the socket has and handles every whole frame in it. A frame that is partly in is read on
-    /// into the decoder's buffer for it; otherwise the read goes into the thread's buffer, and what is left
-    /// unfinished is copied into the decoder.
+    /// Reads what the socket has and handles every whole frame in it. Reads go into the thread's buffer, with
+    /// the start of a frame kept from the last read copied in front; what is left unfinished is copied back into
+    /// the decoder. Only a frame too big for the thread's buffer is read on into a buffer of its own.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let (mut carry, want) = self.decoder.take_carry();
-        let result = if carry.is_empty() {
+        let result = if want <= READ_CHUNK {
             let mut with_buf = |buf: &mut BytesMut| {
-                buf.reserve(READ_CHUNK);
+                // Whole reads every time: a publisher streaming frames ends most reads in the middle of one, and
+                // reading on into that frame's small buffer would take its messages in small bites.
+                buf.reserve(READ_CHUNK + carry.len());
+                buf.extend_from_slice(&carry);
                 let result = self.stream.poll_read_into(cx, buf);
                 if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
                     let want = self.on_read(buf);
-                    if !buf.is_empty() {
-                        // The start of a frame, in a buffer of its own size: the thread's is for the next read.
-                        self.decoder.keep(BytesMut::from(&buf[..]), want);
-                        buf.clear();
-                    }
+                    // The start of a frame, in a buffer of its own size: the thread's is for the next read.
+                    self.decoder.keep(BytesMut::from(&buf[..]), want);
+                } else {
+                    self.decoder.keep(std::mem::take(&mut carry), want);
                 }
+                buf.clear();
                 result
             };
             READ_BUF.with(|cell| match cell.try_borrow_mut() {
@@ -416,14 +417,14 @@ impl Session {
                 Err(_) => with_buf(&mut BytesMut::new()),
             })
         } else {
-            carry.reserve(want.max(carry.len() + MIN_READ).saturating_sub(carry.len()));
+            // A frame bigger than a read: its own buffer, sized for it, so it is read without copying it again.
+            carry.reserve(want.saturating_sub(carry.len()));
             let result = self.stream.poll_read_into(cx, &mut carry);
             let mut want = want;
             if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
                 want = self.on_read(&mut carry);
-                if !carry.is_empty() && carry.len() < carry.capacity() / 4 {
-                    // Only the start of the next frame is left: keep it in a buffer of its own size, so a peer
-                    // that sends frames in pieces does not pin a whole frame's buffer while it waits.
+                if carry.len() < carry.capacity() / 4 {
+                    // Only the start of the next frame is left: keep it in a buffer of its own size.
                     carry = BytesMut::from(&carry[..]);
                 }
             }
