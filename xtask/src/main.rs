@@ -4,9 +4,9 @@
 mod autobahn;
 mod bench;
 mod ci;
+mod fuzz;
 mod process;
 mod soak;
-mod fuzz;
 mod source;
 mod target_dir;
 mod tidy;

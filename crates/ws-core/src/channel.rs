@@ -29,11 +29,14 @@ impl Subscriber {
 const INDEX_THRESHOLD: usize = 16;
 
 /// A channel's subscribers: a dense list for fan-out, plus an id index once the
-/// list is long, so add and remove stay O(1).
+/// list is long, so add and remove stay O(1). While short, the list grows one
+/// entry at a time, so a channel with one subscriber holds exactly one.
 #[derive(Default)]
 pub(crate) struct Subscribers {
     list: Vec<Subscriber>,
-    index: Option<HashMap<ConnId, usize>>,
+    /// Boxed: most channels are too short to have one, and a map's header is six pointers.
+    #[allow(clippy::box_collection, reason = "one pointer in every channel instead of a 48-byte map header")]
+    index: Option<Box<HashMap<ConnId, usize>>>,
 }
 
 impl Subscribers {
@@ -70,7 +73,10 @@ impl Subscribers {
         } else if self.list.len() >= INDEX_THRESHOLD {
             let mut index: HashMap<ConnId, usize> = self.list.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
             index.insert(sub.id, self.list.len());
-            self.index = Some(index);
+            self.index = Some(Box::new(index));
+        }
+        if self.list.len() < INDEX_THRESHOLD {
+            self.list.reserve_exact(1);
         }
         self.list.push(sub);
         true
@@ -80,6 +86,9 @@ impl Subscribers {
     pub(crate) fn remove(&mut self, id: ConnId) -> bool {
         let Some(pos) = self.position(id) else { return false };
         self.list.swap_remove(pos);
+        if self.list.is_empty() {
+            self.list = Vec::new();
+        }
         if let Some(index) = &mut self.index {
             index.remove(&id);
             if let Some(moved) = self.list.get(pos) {

@@ -442,7 +442,7 @@ impl Hub {
         let added = state.subscribers.insert(Subscriber {
             id: entry.id(),
             conn: Arc::clone(&entry.conn),
-            user_id: entry.identity.user_id.clone(),
+            user_id: entry.identity().user_id.clone(),
         });
         if !added {
             return;

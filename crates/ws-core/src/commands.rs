@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use ws_protocol::{ChannelName, ClientFrame, Command, CommandId, ErrorCode, ServerMessage};
+use bytes::Bytes;
+use ws_protocol::{ChannelName, ClientFrame, Command, CommandId, DecodeFailure, ErrorCode, ServerMessage};
 
 use crate::broker::BrokerError;
 use crate::cluster::broker_error;
@@ -27,9 +28,20 @@ impl Hub {
     /// have grown. A transport can use it to cork: let the connections woken by this fan-out (and by other
     /// publishers in the same turn) collect everything before each writes once.
     pub fn handle_text(&self, id: ConnId, frame: &[u8]) -> bool {
+        self.handle(id, frame, || ClientFrame::decode(frame))
+    }
+
+    /// [`Hub::handle_text`] for a frame the transport holds in shared bytes: nothing of it is copied that is
+    /// not kept, so an `echo` is answered straight from the frame's bytes. The frame's buffer is not kept past
+    /// this call.
+    pub fn handle_text_shared(&self, id: ConnId, frame: &Bytes) -> bool {
+        self.handle(id, frame, || ClientFrame::decode_shared(frame))
+    }
+
+    fn handle(&self, id: ConnId, frame: &[u8], decode: impl FnOnce() -> Result<ClientFrame, DecodeFailure>) -> bool {
         self.inner.stats.messages_in.add(1);
         let Some(entry) = self.entry(id) else { return false };
-        match ClientFrame::decode(frame) {
+        match decode() {
             Ok(ClientFrame { id: cmd_id, command }) => match self.dispatch(&entry, cmd_id.as_ref(), command, frame) {
                 Ok(publish) => publish,
                 Err(e) => {
@@ -187,12 +199,11 @@ impl Hub {
             }
             Command::Echo { data } => self.reply(entry, &ServerMessage::Echo { id: id_owned(), data }),
             Command::Status => {
-                let mut channels: Vec<_> = entry.channels.lock().iter().cloned().collect();
-                channels.sort();
+                let channels = entry.channels.lock().sorted();
                 let msg = ServerMessage::Status {
                     id: id_owned(),
                     conn_id: entry.id().to_string(),
-                    user_id: entry.identity.user_id.as_deref().map(str::to_owned),
+                    user_id: entry.identity().user_id.as_deref().map(str::to_owned),
                     channels,
                     connected_ms: self.now_ms().saturating_sub(entry.connected_at_ms),
                 };
@@ -203,7 +214,7 @@ impl Hub {
                 let Some(handler) = handler else {
                     return Err(CommandError::new(ErrorCode::UnknownType, format!("unknown message type `{kind}`")));
                 };
-                let custom = CustomCommand { conn_id: entry.id(), identity: &entry.identity, id, kind: &kind, frame };
+                let custom = CustomCommand { conn_id: entry.id(), identity: entry.identity(), id, kind: &kind, frame };
                 handler.handle(self, &custom).map_err(|e| CommandError::new(e.code, e.message))?;
             }
             _ => return Err(CommandError::new(ErrorCode::UnknownType, "unknown message type")),
@@ -246,7 +257,7 @@ impl Hub {
         let policy = self.policy(channel);
         self.inner
             .authorizer
-            .authorize(&entry.identity, channel, policy, action)
+            .authorize(entry.identity(), channel, policy, action)
             .map_err(|d| CommandError::new(d.code, d.message))?;
         Ok(policy)
     }

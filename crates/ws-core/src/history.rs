@@ -25,12 +25,21 @@ impl Entry {
 /// Recent publications of one channel, oldest first, with consecutive offsets.
 ///
 /// It counts the bytes it holds, and every change reports how many it gained or freed, so the node's
-/// [`HistoryBudget`](crate::budget::HistoryBudget) stays exact.
+/// [`HistoryBudget`](crate::budget::HistoryBudget) stays exact. Empty, it is one null pointer: most channels
+/// (a user's own channel, say) keep no history.
 #[derive(Debug, Default)]
 pub(crate) struct History {
+    ring: Option<Box<Ring>>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
     entries: VecDeque<Entry>,
     bytes: usize,
 }
+
+/// No entries, for the methods that read.
+static EMPTY: VecDeque<Entry> = VecDeque::new();
 
 /// Bytes a history change gained and freed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,10 +61,11 @@ impl History {
     ) -> Resize {
         let entry = Entry { at_ms: now_ms, publication, frame };
         let added = entry.cost();
-        self.entries.push_back(entry);
-        self.bytes += added;
+        let ring = self.ring.get_or_insert_with(Box::default);
+        ring.entries.push_back(entry);
+        ring.bytes += added;
         let mut freed = 0;
-        while self.entries.len() > size {
+        while self.entries().len() > size {
             freed += self.pop_front();
         }
         freed += self.expire(now_ms, ttl_ms).freed;
@@ -66,7 +76,7 @@ impl History {
     pub(crate) fn expire(&mut self, now_ms: u64, ttl_ms: u64) -> Resize {
         let mut freed = 0;
         if ttl_ms > 0 {
-            while self.entries.front().is_some_and(|e| now_ms.saturating_sub(e.at_ms) >= ttl_ms) {
+            while self.entries().front().is_some_and(|e| now_ms.saturating_sub(e.at_ms) >= ttl_ms) {
                 freed += self.pop_front();
             }
         }
@@ -75,24 +85,31 @@ impl History {
 
     /// Drops every entry.
     pub(crate) fn clear(&mut self) -> Resize {
-        let freed = std::mem::take(&mut self.bytes);
-        self.entries = VecDeque::new();
+        let freed = self.ring.take().map_or(0, |ring| ring.bytes);
         Resize { added: 0, freed }
     }
 
     fn pop_front(&mut self) -> usize {
-        let cost = self.entries.pop_front().map_or(0, |e| e.cost());
-        self.bytes -= cost;
+        let Some(ring) = &mut self.ring else { return 0 };
+        let cost = ring.entries.pop_front().map_or(0, |e| e.cost());
+        ring.bytes -= cost;
+        if ring.entries.is_empty() {
+            self.ring = None;
+        }
         cost
     }
 
+    fn entries(&self) -> &VecDeque<Entry> {
+        self.ring.as_ref().map_or(&EMPTY, |ring| &ring.entries)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ring.is_none()
     }
 
     /// When the newest entry was added, if there is one.
     pub(crate) fn newest_at(&self) -> Option<u64> {
-        self.entries.back().map(|e| e.at_ms)
+        self.entries().back().map(|e| e.at_ms)
     }
 
     /// The frames after `offset`, when the ring still holds every one of them up to `latest`.
@@ -100,18 +117,18 @@ impl History {
         if offset >= latest {
             return Some(Vec::new());
         }
-        let first = self.entries.front()?.publication.offset;
+        let first = self.entries().front()?.publication.offset;
         if first > offset + 1 {
             return None;
         }
         let skip = usize::try_from(offset + 1 - first).ok()?;
-        Some(self.entries.iter().skip(skip).map(|e| e.frame.clone()).collect())
+        Some(self.entries().iter().skip(skip).map(|e| e.frame.clone()).collect())
     }
 
     /// Up to `limit` publications after `since` (all kept ones when `None`), the newest `limit` of them.
     pub(crate) fn publications(&self, since: Option<u64>, limit: usize) -> Vec<Publication> {
         let after = since.unwrap_or(0);
-        let matching: Vec<&Entry> = self.entries.iter().filter(|e| e.publication.offset > after).collect();
+        let matching: Vec<&Entry> = self.entries().iter().filter(|e| e.publication.offset > after).collect();
         let start = matching.len().saturating_sub(limit);
         matching[start..].iter().map(|e| e.publication.clone()).collect()
     }

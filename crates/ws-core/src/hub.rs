@@ -1,12 +1,11 @@
 //! `Hub`: the registry of connections and channels, and every operation on them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use ws_protocol::{ChannelName, ErrorCode, ServerMessage};
 
 use crate::broker::{Broker, Control, LocalBroker};
@@ -322,14 +321,7 @@ impl Hub {
         remote: Option<SocketAddr>,
     ) -> Result<(), RegisterError> {
         let id = conn.id();
-        let entry = Arc::new(ConnEntry {
-            conn,
-            identity,
-            remote,
-            connected_at_ms: self.now_ms(),
-            channels: Mutex::new(HashSet::new()),
-            gone: AtomicBool::new(false),
-        });
+        let entry = Arc::new(ConnEntry::new(conn, identity, remote, self.now_ms()));
         if !self.inner.conns.insert(&entry) {
             return Err(RegisterError::DuplicateId(id));
         }
@@ -342,7 +334,7 @@ impl Hub {
     pub fn unregister(&self, id: ConnId, reason: &DisconnectReason) -> Option<ConnInfo> {
         let entry = self.inner.conns.remove(id)?;
         let info = entry.info();
-        let channels: Vec<ChannelName> = entry.channels.lock().drain().collect();
+        let channels: Vec<ChannelName> = entry.channels.lock().take_all();
         for channel in &channels {
             self.leave_channel(&entry, channel);
         }
@@ -363,7 +355,7 @@ impl Hub {
     /// The identity a connection registered with.
     #[must_use]
     pub fn identity(&self, id: ConnId) -> Option<Identity> {
-        self.entry(id).map(|e| e.identity.clone())
+        self.entry(id).map(|e| e.identity().clone())
     }
 
     /// The ids of every connection of a user.

@@ -68,7 +68,7 @@ pub use policy::{
     NamespaceAuthorizer,
 };
 pub use presence::HistoryPage;
-pub use sharded::ShardedMap;
+pub use sharded::{IdHash, IdHasher, ShardedMap};
 pub use stats::{DelayHistogram, DropReason, StatsSnapshot, StripedCounter};
 pub use subscriptions::Subscribed;
 pub use wake::{deferring, wake};

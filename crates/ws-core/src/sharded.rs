@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
 use parking_lot::RwLock;
 
@@ -16,21 +16,59 @@ const DEFAULT_SHARDS: usize = 64;
 ///
 /// It hands out the shard's lock rather than wrapping every operation: a caller that must check and insert
 /// (or remove only when something still holds) does both under one write lock.
-pub struct ShardedMap<K, V> {
-    hasher: RandomState,
+///
+/// Keys are hashed with SipHash by default; a map whose keys no client chooses (the node's own connection
+/// ids) may use [`IdHash`], one multiply.
+pub struct ShardedMap<K, V, S = RandomState> {
+    hasher: S,
     mask: usize,
-    shards: Box<[RwLock<HashMap<K, V>>]>,
+    shards: Box<[RwLock<HashMap<K, V, S>>]>,
 }
 
-impl<K, V> fmt::Debug for ShardedMap<K, V> {
+/// Hashes keys this node hands out itself, such as connection ids: nobody else chooses them, so nobody can aim
+/// them at one bucket, and one multiply (mixing the low bits that pick the bucket and the shard) is enough.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdHash;
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// The hasher of [`IdHash`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // An odd constant: multiplying by it is a bijection, and it carries every input bit upwards.
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The high bits are the best mixed; fold them into the low ones, which pick the shard.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+impl<K, V, S> fmt::Debug for ShardedMap<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShardedMap").field("shards", &self.shards.len()).finish_non_exhaustive()
     }
 }
 
-impl<K: Hash + Eq, V> Default for ShardedMap<K, V> {
+impl<K: Hash + Eq, V, S: BuildHasher + Clone + Default> Default for ShardedMap<K, V, S> {
     fn default() -> Self {
-        Self::new()
+        Self::with_shards(DEFAULT_SHARDS)
     }
 }
 
@@ -40,16 +78,20 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     pub fn new() -> Self {
         Self::with_shards(DEFAULT_SHARDS)
     }
+}
 
+impl<K: Hash + Eq, V, S: BuildHasher + Clone + Default> ShardedMap<K, V, S> {
     /// An empty map with `shards` shards, rounded up to a power of two.
     #[must_use]
     pub fn with_shards(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        Self { hasher: RandomState::new(), mask: n - 1, shards: (0..n).map(|_| RwLock::new(HashMap::new())).collect() }
+        let hasher = S::default();
+        let shards = (0..n).map(|_| RwLock::new(HashMap::with_hasher(hasher.clone()))).collect();
+        Self { hasher, mask: n - 1, shards }
     }
 
     /// The shard that holds `key`.
-    pub fn shard<Q>(&self, key: &Q) -> &RwLock<HashMap<K, V>>
+    pub fn shard<Q>(&self, key: &Q) -> &RwLock<HashMap<K, V, S>>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -60,7 +102,7 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     }
 
     /// Every shard, for walks over the whole map (each shard is locked on its own, so a walk is not a snapshot).
-    pub fn shards(&self) -> impl Iterator<Item = &RwLock<HashMap<K, V>>> {
+    pub fn shards(&self) -> impl Iterator<Item = &RwLock<HashMap<K, V, S>>> {
         self.shards.iter()
     }
 
@@ -126,5 +168,16 @@ mod tests {
         assert_eq!(map.get_cloned(&7), None);
         assert_eq!(map.values_cloned().len(), 999);
         assert!(!map.is_empty());
+    }
+
+    #[test]
+    fn sequential_ids_spread_over_every_shard_with_the_id_hasher() {
+        let map: ShardedMap<crate::ConnId, u64, IdHash> = ShardedMap::default();
+        for i in 0..64 * 16 {
+            map.insert(crate::ConnId::new(i), i);
+        }
+        let sizes: Vec<usize> = map.shards().map(|s| s.read().len()).collect();
+        assert!(sizes.iter().all(|&n| n > 4), "{sizes:?}");
+        assert_eq!(map.get_cloned(&crate::ConnId::new(77)), Some(77));
     }
 }

@@ -107,7 +107,9 @@ impl Hub {
                         format!("at most {} channels per connection", self.inner.config.max_channels_per_conn),
                     ));
                 }
-                mine.insert(channel.clone());
+                // The registry's copy of the name when the channel exists, so the set shares its allocation.
+                let name = self.lookup(channel).map_or_else(|| channel.clone(), |ch| ch.name.clone());
+                mine.insert(name);
             }
         }
         if self.inner.clustered {
@@ -128,7 +130,7 @@ impl Hub {
                 && state.subscribers.insert(Subscriber {
                     id,
                     conn: Arc::clone(&entry.conn),
-                    user_id: entry.identity.user_id.clone(),
+                    user_id: entry.identity().user_id.clone(),
                 });
             if added {
                 self.inner.stats.subscriptions.add(1);

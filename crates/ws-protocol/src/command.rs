@@ -1,15 +1,13 @@
 //! Client-to-server commands: the types, the decoder and an encoder for clients.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use crate::channel::ChannelName;
 use crate::error::DecodeError;
-use crate::json::{self, Json};
+use crate::json::{Json, MAX_DEPTH};
+use crate::scan::{self, NotObject};
 use crate::writer::JsonWriter;
 
 /// The longest string `id`, in bytes.
@@ -160,11 +158,24 @@ impl ClientFrame {
     /// # Errors
     /// [`DecodeFailure`] carries the error to reply with and the `id` when it was readable.
     pub fn decode(frame: &[u8]) -> Result<Self, DecodeFailure> {
+        Self::decode_in(frame, None)
+    }
+
+    /// Decodes one client text frame held in shared bytes, as [`Self::decode`] does, but an `echo`'s `data`
+    /// is a slice of `frame` instead of a copy: it keeps `frame`'s whole buffer alive, so reply with it and
+    /// drop it. A `publish`'s `data` is still copied, because a publication is kept (in history, in a queue).
+    ///
+    /// # Errors
+    /// As [`Self::decode`].
+    pub fn decode_shared(frame: &Bytes) -> Result<Self, DecodeFailure> {
+        Self::decode_in(frame, Some(frame))
+    }
+
+    fn decode_in(frame: &[u8], shared: Option<&Bytes>) -> Result<Self, DecodeFailure> {
         let fail = |id, error| Err(DecodeFailure { id, error });
-        let Ok(text) = std::str::from_utf8(frame) else { return fail(None, DecodeError::NotJson) };
-        let fields = match serde_json::from_str::<Fields<'_>>(text) {
+        let fields = match Fields::scan(frame) {
             Ok(fields) => fields,
-            Err(_) => return fail(None, not_a_command(text)),
+            Err(error) => return fail(None, error),
         };
         let id = match fields.id.map(read_id).transpose() {
             Ok(id) => id.flatten(),
@@ -173,7 +184,7 @@ impl ClientFrame {
         if fields.too_deep {
             return fail(id, DecodeError::TooDeep);
         }
-        match fields.command() {
+        match fields.command(shared) {
             Ok(command) => Ok(ClientFrame { id, command }),
             Err(error) => fail(id, error),
         }
@@ -221,125 +232,80 @@ impl ClientFrame {
 
 /// The top-level fields of a command frame, each as the raw text the client sent.
 ///
-/// serde_json captures a raw value by skipping over it with an explicit stack, so no input, however deep, makes
-/// it recurse; fields the protocol does not know are skipped the same way. Every field, known or not, is checked
-/// for depth ([`json::check`]), so `too_deep` can still be answered with the frame's `id`.
-/// A repeated key keeps its first value.
+/// The scanner (`scan.rs`) validates the whole frame in one pass without recursion, whatever its depth, and
+/// reports each value's depth, so `too_deep` can still be answered with the frame's `id`. Fields the protocol
+/// does not know are validated and skipped. A repeated key keeps its first value.
 #[derive(Default)]
 struct Fields<'a> {
-    kind: Option<&'a RawValue>,
-    id: Option<&'a RawValue>,
-    channel: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
-    recover: Option<&'a RawValue>,
-    since: Option<&'a RawValue>,
-    limit: Option<&'a RawValue>,
-    idempotency_key: Option<&'a RawValue>,
+    kind: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
+    channel: Option<&'a [u8]>,
+    data: Option<&'a [u8]>,
+    recover: Option<&'a [u8]>,
+    since: Option<&'a [u8]>,
+    limit: Option<&'a [u8]>,
+    idempotency_key: Option<&'a [u8]>,
     too_deep: bool,
 }
 
-impl<'de> serde::Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(FieldsVisitor)
-    }
-}
-
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+impl<'a> Fields<'a> {
+    fn scan(frame: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut object = match scan::Object::new(frame) {
+            Ok(object) => object,
+            Err(NotObject::NotJson) => return Err(DecodeError::NotJson),
+            // Valid JSON of another shape.
+            Err(NotObject::Other { depth }) if depth > MAX_DEPTH => return Err(DecodeError::TooDeep),
+            Err(NotObject::Other { .. }) => return Err(DecodeError::NotObject),
+        };
         let mut fields = Fields::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            // Numbers and literals need no check, and a string only when it has escapes.
-            let text = value.get().as_bytes();
-            let open =
-                matches!(text.first(), Some(b'[' | b'{')) || (text.first() == Some(&b'"') && text.contains(&b'\\'));
-            if open {
-                match json::check(text) {
-                    Ok(()) => {}
-                    Err(DecodeError::TooDeep) => fields.too_deep = true,
-                    Err(error) => return Err(serde::de::Error::custom(error)),
-                }
-            }
-            let slot = match &*key {
-                "type" => &mut fields.kind,
-                "id" => &mut fields.id,
-                "channel" => &mut fields.channel,
-                "data" => &mut fields.data,
-                "recover" => &mut fields.recover,
-                "since" => &mut fields.since,
-                "limit" => &mut fields.limit,
-                "idempotency_key" => &mut fields.idempotency_key,
+        while let Some(member) = object.next_member()? {
+            fields.too_deep |= member.depth > MAX_DEPTH;
+            // A key is matched as it was sent; only one with an escape in it is unescaped first.
+            let raw_key = &member.key[1..member.key.len() - 1];
+            let unescaped = if raw_key.contains(&b'\\') { string(member.key) } else { None };
+            let slot = match unescaped.as_deref().map_or(raw_key, str::as_bytes) {
+                b"type" => &mut fields.kind,
+                b"id" => &mut fields.id,
+                b"channel" => &mut fields.channel,
+                b"data" => &mut fields.data,
+                b"recover" => &mut fields.recover,
+                b"since" => &mut fields.since,
+                b"limit" => &mut fields.limit,
+                b"idempotency_key" => &mut fields.idempotency_key,
                 _ => continue,
             };
-            slot.get_or_insert(value);
+            slot.get_or_insert(member.value);
         }
         Ok(fields)
     }
 }
 
-/// A field name, borrowed from the frame unless it has escapes (serde's own `Cow<str>` always copies).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-/// Why a text that is not a command object is refused: valid JSON of another shape is `not_object` (or
-/// `too_deep`), anything else `not_json`.
-fn not_a_command(text: &str) -> DecodeError {
-    if text.trim_start().starts_with('{') || serde_json::from_str::<IgnoredAny>(text).is_err() {
-        return DecodeError::NotJson;
-    }
-    match json::check(text.as_bytes()) {
-        Err(DecodeError::TooDeep) => DecodeError::TooDeep,
-        _ => DecodeError::NotObject,
-    }
-}
-
-/// The text of a raw value that is a JSON string, unescaped; `None` when it is another kind of value.
-fn string<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
-    let text = raw.get();
-    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+/// The text of a raw value that is a JSON string, unescaped; `None` when it is another kind of value. The raw
+/// value has been validated (UTF-8 included).
+fn string(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     // Validated JSON: a string without a backslash is its own text.
-    if !inner.contains('\\') {
-        return Some(Cow::Borrowed(inner));
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
-    serde_json::from_str(text).ok()
+    serde_json::from_slice(raw).ok()
 }
 
-fn is_null(raw: &RawValue) -> bool {
-    raw.get() == "null"
+/// A validated raw value's text.
+fn text(raw: &[u8]) -> &str {
+    std::str::from_utf8(raw).unwrap_or_default()
+}
+
+fn is_null(raw: &[u8]) -> bool {
+    raw == b"null"
 }
 
 /// The field when it is present and not `null`.
-fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+fn present(raw: Option<&[u8]>) -> Option<&[u8]> {
     raw.filter(|r| !is_null(r))
 }
 
-fn read_id(raw: &RawValue) -> Result<Option<CommandId>, DecodeError> {
+fn read_id(raw: &[u8]) -> Result<Option<CommandId>, DecodeError> {
     if is_null(raw) {
         return Ok(None);
     }
@@ -350,11 +316,11 @@ fn read_id(raw: &RawValue) -> Result<Option<CommandId>, DecodeError> {
         return Ok(Some(CommandId::Str(s.into())));
     }
     // JSON integers are a subset of what `parse` reads; a fraction or an exponent fails, as it should.
-    raw.get().parse::<i64>().map(|n| Some(CommandId::Int(n))).map_err(|_| DecodeError::BadId)
+    text(raw).parse::<i64>().map(|n| Some(CommandId::Int(n))).map_err(|_| DecodeError::BadId)
 }
 
 impl Fields<'_> {
-    fn command(&self) -> Result<Command, DecodeError> {
+    fn command(&self, shared: Option<&Bytes>) -> Result<Command, DecodeError> {
         let kind = self.kind.ok_or(DecodeError::Missing("type"))?;
         let kind = string(kind).ok_or(DecodeError::WrongType { field: "type", expected: "a string" })?;
         Ok(match &*kind {
@@ -362,7 +328,7 @@ impl Fields<'_> {
             "unsubscribe" => Command::Unsubscribe { channel: self.channel()? },
             "publish" => Command::Publish {
                 channel: self.channel()?,
-                data: self.data()?,
+                data: self.data(None)?,
                 idempotency_key: self.idempotency_key()?,
             },
             "ping" => Command::Ping,
@@ -372,7 +338,8 @@ impl Fields<'_> {
                 limit: optional_u32(self.limit, "limit")?,
                 since: position(self.since, "since")?,
             },
-            "echo" => Command::Echo { data: self.data()? },
+            // The reply is written from it at once: it may share the frame's buffer.
+            "echo" => Command::Echo { data: self.data(shared)? },
             "status" => Command::Status,
             other if other.len() > MAX_TYPE_LEN => return Err(DecodeError::TypeTooLong),
             other => Command::Custom { kind: other.into() },
@@ -385,10 +352,14 @@ impl Fields<'_> {
         ChannelName::new(&s).map_err(DecodeError::BadChannel)
     }
 
-    /// `data` exactly as the client wrote it; serde_json and [`json::check`] have validated it.
-    fn data(&self) -> Result<Json, DecodeError> {
+    /// `data` exactly as the client wrote it (the scanner validated it): a slice of `shared` when given, the
+    /// frame the fields were scanned from, else a copy.
+    fn data(&self, shared: Option<&Bytes>) -> Result<Json, DecodeError> {
         let raw = self.data.ok_or(DecodeError::Missing("data"))?;
-        Ok(Json::from_trusted(Bytes::copy_from_slice(raw.get().as_bytes())))
+        Ok(Json::from_trusted(match shared {
+            Some(frame) => frame.slice_ref(raw),
+            None => Bytes::copy_from_slice(raw),
+        }))
     }
 
     fn idempotency_key(&self) -> Result<Option<Box<str>>, DecodeError> {
@@ -402,12 +373,12 @@ impl Fields<'_> {
     }
 }
 
-fn optional_u32(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u32>, DecodeError> {
+fn optional_u32(raw: Option<&[u8]>, field: &'static str) -> Result<Option<u32>, DecodeError> {
     let Some(raw) = present(raw) else { return Ok(None) };
-    raw.get().parse::<u32>().map(Some).map_err(|_| DecodeError::WrongType { field, expected: "a non-negative integer" })
+    text(raw).parse::<u32>().map(Some).map_err(|_| DecodeError::WrongType { field, expected: "a non-negative integer" })
 }
 
-fn position(raw: Option<&RawValue>, field: &'static str) -> Result<Option<StreamPosition>, DecodeError> {
+fn position(raw: Option<&[u8]>, field: &'static str) -> Result<Option<StreamPosition>, DecodeError> {
     #[derive(serde::Deserialize)]
     struct Raw<'a> {
         #[serde(borrow)]
@@ -416,10 +387,10 @@ fn position(raw: Option<&RawValue>, field: &'static str) -> Result<Option<Stream
     }
     let Some(raw) = present(raw) else { return Ok(None) };
     let wrong = DecodeError::WrongType { field, expected: "an object with string `epoch` and integer `offset`" };
-    if !raw.get().starts_with('{') {
+    if !raw.starts_with(b"{") {
         return Err(wrong);
     }
-    let pos: Raw<'_> = serde_json::from_str(raw.get()).map_err(|_| wrong)?;
+    let pos: Raw<'_> = serde_json::from_slice(raw).map_err(|_| wrong)?;
     if pos.epoch.len() > MAX_ID_LEN {
         return Err(wrong);
     }

@@ -12,7 +12,8 @@ use crate::error::DecodeError;
 /// top-level object does not count, so every [`Json`] fits in a `publish`).
 ///
 /// Deeper input is refused with [`DecodeError::TooDeep`]. Nothing in this crate walks a value recursively:
-/// serde_json skips and captures values with an explicit stack, and [`check`] counts brackets.
+/// the scanner that validates commands and [`Json::parse`] keeps its open brackets in a bit stack, and serde_json
+/// (for what it decodes) skips with an explicit stack.
 pub const MAX_DEPTH: usize = 64;
 
 /// One JSON value as UTF-8 text, known to be valid.
@@ -41,11 +42,12 @@ impl Json {
     /// [`DecodeError::NotJson`] or [`DecodeError::TooDeep`].
     pub fn parse(text: impl Into<Bytes>) -> Result<Self, DecodeError> {
         let text = text.into();
-        let s = std::str::from_utf8(&text).map_err(|_| DecodeError::NotJson)?;
-        // Capturing a raw value validates it without building it (and without recursion).
-        serde_json::from_str::<&RawValue>(s).map_err(|_| DecodeError::NotJson)?;
-        check(&text)?;
-        Ok(Self(text))
+        // One pass, without recursion: syntax, UTF-8, surrogates, and the depth.
+        match crate::scan::value(&text) {
+            Ok(depth) if depth > MAX_DEPTH => Err(DecodeError::TooDeep),
+            Ok(_) => Ok(Self(text)),
+            Err(_) => Err(DecodeError::NotJson),
+        }
     }
 
     /// Takes a raw value that serde_json has already captured (and so validated as JSON text and UTF-8),

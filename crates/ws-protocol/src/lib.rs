@@ -53,6 +53,7 @@ mod command;
 mod error;
 mod json;
 mod process;
+mod scan;
 mod server;
 mod writer;
 

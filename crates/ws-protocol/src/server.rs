@@ -65,6 +65,20 @@ impl Publication {
     }
 }
 
+/// The bytes of an `echo` reply besides its `id` and `data`: `{"type":"echo","data":` and `}`.
+const ECHO_LEN: usize = 23;
+
+/// The bytes an `id` field takes in a reply: exactly, unless its string needs escapes (then at most, each
+/// character escaped as `\u00XX`).
+fn id_len(id: Option<&CommandId>) -> usize {
+    match id {
+        None => 0,
+        Some(CommandId::Int(n)) => 6 + itoa::Buffer::new().format(*n).len(),
+        Some(CommandId::Str(s)) if JsonWriter::is_plain(s) => 8 + s.len(),
+        Some(CommandId::Str(s)) => 8 + 6 * s.len(),
+    }
+}
+
 /// Encodes a `message` frame once; fan-out shares the returned bytes.
 #[must_use]
 pub fn encode_message(channel: &ChannelName, offset: u64, event: Option<&str>, data: &Json) -> Bytes {
@@ -249,7 +263,14 @@ impl ServerMessage {
         if let Self::Message(p) = self {
             return p.encode();
         }
-        let mut w = JsonWriter::object(self.kind());
+        let mut w = match self {
+            // Room for the payload up front, so a large echo is copied once rather than regrown.
+            // Sized exactly (for a plain `id`), so the buffer becomes the frame's `Bytes` without another allocation.
+            Self::Echo { id, data } => {
+                JsonWriter::object_with_capacity(self.kind(), ECHO_LEN + id_len(id.as_ref()) + data.len())
+            }
+            _ => JsonWriter::object(self.kind()),
+        };
         match self {
             Self::Welcome { conn_id, user_id, heartbeat_ms, version } => {
                 w.str_field("conn_id", conn_id);

@@ -30,8 +30,13 @@ impl JsonWriter {
         self.buf.extend_from_slice(b"\":");
     }
 
+    /// Whether a string is written as it is, between quotes, with no escapes.
+    pub(crate) fn is_plain(s: &str) -> bool {
+        s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    }
+
     pub(crate) fn string(&mut self, s: &str) {
-        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+        if Self::is_plain(s) {
             self.buf.push(b'"');
             self.buf.extend_from_slice(s.as_bytes());
             self.buf.push(b'"');

@@ -482,3 +482,16 @@ fn client_frames_match_golden_bytes() {
         assert_eq!(ClientFrame::decode(golden.as_bytes()).unwrap(), frame, "{golden}");
     }
 }
+
+#[test]
+fn echo_replies_carry_any_id_and_their_data() {
+    use ws_protocol::{CommandId, Json, ServerMessage};
+    let data = Json::parse(r#"{"a":[1,2]}"#).unwrap();
+    for id in
+        [None, Some(CommandId::Int(-42)), Some(CommandId::Str("req-1".into())), Some(CommandId::Str("é\"".into()))]
+    {
+        let frame = ServerMessage::Echo { id: id.clone(), data: data.clone() }.encode();
+        let back = ServerMessage::decode(&frame).unwrap();
+        assert_eq!(back, ServerMessage::Echo { id, data: data.clone() });
+    }
+}

@@ -10,12 +10,16 @@
 //!   message is too big to process, in frames rather than bytes);
 //! - text is validated as it arrives, fragment by fragment, so a sequence that can never become valid UTF-8
 //!   fails at once; at the last fragment the text must also end on a whole character (1007).
+//!
+//! Frames are decoded from whatever buffer the caller read into (the session reads into a buffer of the
+//! thread's). What must outlive one read, the start of a frame whose end has not arrived and a fragmented
+//! message being put together, the decoder keeps in one box, so an idle connection's decoder is one pointer.
 
 use bytes::{Buf, BytesMut};
 
 use crate::frame::{
-    is_valid_close_code, Header, Prefix, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
-    OP_TEXT,
+    is_valid_close_code, unmask, Header, Prefix, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
+    OP_PONG, OP_TEXT,
 };
 
 /// The per-message limits.
@@ -93,30 +97,69 @@ struct Partial {
     utf8_valid: usize,
 }
 
-/// Decodes one connection's client frames. Idle, it holds nothing but its limits.
-#[derive(Debug)]
+/// Decodes one connection's client frames. Idle, it holds nothing.
+#[derive(Debug, Default)]
 pub(crate) struct Decoder {
-    limits: Limits,
-    partial: Option<Box<Partial>>,
+    pending: Option<Box<Pending>>,
+}
+
+/// What a decoder keeps from one read to the next.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The start of a frame whose end has not arrived.
+    carry: BytesMut,
+    /// How many bytes `carry` must hold before decoding can go on.
+    want: usize,
+    /// A fragmented message being put together.
+    partial: Option<Partial>,
     /// Payload bytes still to skip (while discarding after our close).
     skip: u64,
 }
 
 impl Decoder {
-    /// A decoder with these limits.
-    pub(crate) fn new(limits: Limits) -> Self {
-        Self { limits, partial: None, skip: 0 }
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    fn partial(&self) -> Option<&Partial> {
+        self.pending.as_ref().and_then(|p| p.partial.as_ref())
+    }
+
+    /// Takes the start of a frame kept from earlier reads, and how many bytes it must grow to before decoding
+    /// can go on (an empty buffer when there is none). Give it back with [`Self::keep`].
+    pub(crate) fn take_carry(&mut self) -> (BytesMut, usize) {
+        match &mut self.pending {
+            Some(p) => (std::mem::take(&mut p.carry), p.want),
+            None => (BytesMut::new(), 0),
+        }
+    }
+
+    /// Keeps what is left of `buf` after decoding (the start of a frame that must grow to `want` bytes) for the
+    /// next read; when nothing is left and no message is in progress, the decoder holds nothing.
+    pub(crate) fn keep(&mut self, buf: BytesMut, want: usize) {
+        if buf.is_empty() {
+            if let Some(p) = &mut self.pending {
+                p.carry = BytesMut::new();
+                if p.partial.is_none() && p.skip == 0 {
+                    self.pending = None;
+                }
+            }
+            return;
+        }
+        let pending = self.pending();
+        pending.carry = buf;
+        pending.want = want;
     }
 
     /// Decodes the next frame from the front of `buf`, consuming it.
     ///
     /// # Errors
     /// A [`Violation`] when the client broke the protocol or a limit; the connection must then be failed.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Violation> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Decoded, Violation> {
         let Some(prefix) = Prefix::parse(buf) else { return Ok(Decoded::NeedMore(2)) };
-        self.check_prefix(&prefix)?;
+        Self::check_prefix(&prefix)?;
         let Some(header) = Header::parse(buf) else { return Ok(Decoded::NeedMore(prefix.header_len())) };
-        self.check_header(&header)?;
+        self.check_header(&header, limits)?;
         // The checks above bound the payload by the message size limit (or 125 for control frames).
         let payload_len = usize::try_from(header.payload_len).map_err(|_| Violation::TooBig("message too big"))?;
         let total = header.header_len + payload_len;
@@ -125,14 +168,13 @@ impl Decoder {
         }
         buf.advance(header.header_len);
         let mut payload = buf.split_to(payload_len);
-        if let Some(mask) = header.mask {
-            fastwebsockets::unmask(&mut payload, mask);
-        }
-        self.take(&header, payload)
+        // Every frame that got here is masked (`check_prefix`).
+        let ascii = header.mask.is_some_and(|mask| unmask(&mut payload, mask));
+        self.take(&header, payload, ascii)
     }
 
     /// Checks what the first two bytes say.
-    fn check_prefix(&self, p: &Prefix) -> Result<(), Violation> {
+    fn check_prefix(p: &Prefix) -> Result<(), Violation> {
         if p.rsv != 0 {
             return Err(Violation::Protocol("reserved bits set"));
         }
@@ -156,11 +198,11 @@ impl Decoder {
     }
 
     /// Checks the whole header against the message in progress and the limits.
-    fn check_header(&self, h: &Header) -> Result<(), Violation> {
+    fn check_header(&self, h: &Header, limits: &Limits) -> Result<(), Violation> {
         if h.is_control() {
             return Ok(());
         }
-        let (so_far, fragments) = match (&self.partial, h.opcode) {
+        let (so_far, fragments) = match (self.partial(), h.opcode) {
             (None, OP_CONTINUATION) => return Err(Violation::Protocol("continuation frame without a message")),
             (Some(_), OP_TEXT | OP_BINARY) => {
                 return Err(Violation::Protocol("new message before the previous one finished"))
@@ -169,19 +211,19 @@ impl Decoder {
             (Some(p), _) => (p.buf.len(), p.fragments.saturating_add(1)),
         };
         // fastwebsockets 0.10 limits single frames only; the limit here covers the whole message.
-        let limit = self.limits.max_message_size as u64;
+        let limit = limits.max_message_size as u64;
         if h.payload_len > limit || so_far as u64 + h.payload_len > limit {
             return Err(Violation::TooBig("message too big"));
         }
         // fastwebsockets 0.10 has no fragment cap; empty fragments would otherwise cost work for nothing.
-        if fragments > self.limits.max_fragments {
+        if fragments > limits.max_fragments {
             return Err(Violation::TooBig("message has too many fragments"));
         }
         Ok(())
     }
 
-    /// Takes in a frame whose header passed the checks.
-    fn take(&mut self, h: &Header, payload: BytesMut) -> Result<Decoded, Violation> {
+    /// Takes in a frame whose header passed the checks; `ascii` when its payload is known to be all ASCII.
+    fn take(&mut self, h: &Header, payload: BytesMut, ascii: bool) -> Result<Decoded, Violation> {
         let incoming = match h.opcode {
             OP_PING => Incoming::Ping(payload),
             OP_PONG => Incoming::Pong,
@@ -190,7 +232,7 @@ impl Decoder {
             opcode => {
                 let text = opcode == OP_TEXT;
                 if h.fin {
-                    if text && std::str::from_utf8(&payload).is_err() {
+                    if text && !ascii && std::str::from_utf8(&payload).is_err() {
                         return Err(Violation::InvalidUtf8);
                     }
                     if text {
@@ -199,11 +241,13 @@ impl Decoder {
                         Incoming::Binary(payload)
                     }
                 } else {
-                    let mut partial = Box::new(Partial { text, buf: payload, fragments: 1, utf8_valid: 0 });
+                    // A buffer of its own: `payload` may share a buffer of the thread's, which must not be held.
+                    let buf = BytesMut::from(&payload[..]);
+                    let mut partial = Partial { text, buf, fragments: 1, utf8_valid: 0 };
                     if text {
                         check_utf8_prefix(&mut partial)?;
                     }
-                    self.partial = Some(partial);
+                    self.pending().partial = Some(partial);
                     return Ok(Decoded::Fragment);
                 }
             }
@@ -212,7 +256,7 @@ impl Decoder {
     }
 
     fn continue_message(&mut self, fin: bool, payload: &[u8]) -> Result<Decoded, Violation> {
-        let Some(partial) = self.partial.as_mut() else {
+        let Some(partial) = self.pending.as_mut().and_then(|p| p.partial.as_mut()) else {
             return Err(Violation::Protocol("continuation frame without a message"));
         };
         partial.buf.extend_from_slice(payload);
@@ -224,7 +268,9 @@ impl Decoder {
         if !fin {
             return Ok(Decoded::Fragment);
         }
-        let Some(partial) = self.partial.take() else { return Ok(Decoded::Fragment) };
+        let Some(partial) = self.pending.as_mut().and_then(|p| p.partial.take()) else {
+            return Ok(Decoded::Fragment);
+        };
         if partial.text {
             if partial.utf8_valid != partial.buf.len() {
                 // The text ends in the middle of a character.
@@ -241,13 +287,16 @@ impl Decoder {
     /// # Errors
     /// When the bytes cannot be framed at all; the connection should just be dropped.
     pub(crate) fn discard(&mut self, buf: &mut BytesMut) -> Result<Option<Option<u16>>, ()> {
-        self.partial = None;
+        if let Some(p) = &mut self.pending {
+            p.partial = None;
+        }
         loop {
-            if self.skip > 0 {
-                let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(buf.len());
+            let skip = self.pending.as_ref().map_or(0, |p| p.skip);
+            if skip > 0 {
+                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(buf.len());
                 buf.advance(n);
-                self.skip -= n as u64;
-                if self.skip > 0 {
+                self.pending().skip -= n as u64;
+                if skip > n as u64 {
                     return Ok(None);
                 }
             }
@@ -263,13 +312,15 @@ impl Decoder {
                 buf.advance(header.header_len);
                 let mut payload = buf.split_to(header.payload_len as usize);
                 if let Some(mask) = header.mask {
-                    fastwebsockets::unmask(&mut payload, mask);
+                    unmask(&mut payload, mask);
                 }
                 let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                 return Ok(Some(code));
             }
             buf.advance(header.header_len);
-            self.skip = header.payload_len;
+            if header.payload_len > 0 {
+                self.pending().skip = header.payload_len;
+            }
         }
     }
 }
@@ -326,11 +377,11 @@ mod tests {
     }
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Incoming>, Violation> {
-        let mut decoder = Decoder::new(LIMITS);
+        let mut decoder = Decoder::default();
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
         loop {
-            match decoder.decode(&mut buf)? {
+            match decoder.decode(&mut buf, &LIMITS)? {
                 Decoded::Frame(f) => out.push(f),
                 Decoded::Fragment => {}
                 Decoded::NeedMore(_) => return Ok(out),
@@ -369,13 +420,13 @@ mod tests {
     #[test]
     fn partial_input_asks_for_exactly_what_is_missing() {
         let bytes = frame(true, OP_TEXT, &[b'a'; 300]);
-        let mut decoder = Decoder::new(LIMITS);
+        let mut decoder = Decoder::default();
         let mut buf = BytesMut::from(&bytes[..1]);
-        assert_eq!(decoder.decode(&mut buf), Ok(Decoded::NeedMore(2)));
+        assert_eq!(decoder.decode(&mut buf, &LIMITS), Ok(Decoded::NeedMore(2)));
         buf = BytesMut::from(&bytes[..3]);
-        assert_eq!(decoder.decode(&mut buf), Ok(Decoded::NeedMore(8)));
+        assert_eq!(decoder.decode(&mut buf, &LIMITS), Ok(Decoded::NeedMore(8)));
         buf = BytesMut::from(&bytes[..20]);
-        assert_eq!(decoder.decode(&mut buf), Ok(Decoded::NeedMore(308)));
+        assert_eq!(decoder.decode(&mut buf, &LIMITS), Ok(Decoded::NeedMore(308)));
     }
 
     #[test]
@@ -453,7 +504,7 @@ mod tests {
     fn discard_skips_payloads_until_the_close() {
         let mut bytes = frame(true, OP_BINARY, &[7; 500]);
         bytes.extend(frame(true, OP_CLOSE, &[0x03, 0xE9]));
-        let mut decoder = Decoder::new(LIMITS);
+        let mut decoder = Decoder::default();
         let mut buf = BytesMut::from(&bytes[..100]);
         assert_eq!(decoder.discard(&mut buf), Ok(None));
         assert!(buf.is_empty());

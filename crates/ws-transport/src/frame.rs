@@ -5,7 +5,7 @@
 //! limit pong and close payloads to 125 bytes, checks its size limit per frame rather than per message, holds
 //! an 8 KiB read buffer per connection from the start, and its `read_frame` is not cancel safe, so one task
 //! could not select over reading, its queue and its timers. We parse the header here, in a few dozen lines,
-//! and use fastwebsockets for what it does well: the upgrade handshake and the unmasking of payloads.
+//! and use fastwebsockets for what it does well: the upgrade handshake.
 
 /// Continuation frame opcode.
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
@@ -109,6 +109,32 @@ impl Header {
     }
 }
 
+/// Unmasks a client frame's payload in place; returns whether it is all ASCII, which makes it valid UTF-8
+/// without a second pass over it.
+///
+/// Ours rather than fastwebsockets' `unmask`: that one goes a byte or a word at a time on a build without its
+/// SIMD feature, where this loop over eight-byte words compiles to vector instructions (a third of an
+/// instruction per byte), and learning whether the text is ASCII comes free with it.
+pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) -> bool {
+    let key = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut high = 0u64;
+    let mut words = payload.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let unmasked = u64::from_ne_bytes(bytes) ^ key;
+        word.copy_from_slice(&unmasked.to_ne_bytes());
+        high |= unmasked;
+    }
+    // The words were a multiple of four bytes long, so the mask lines up again at the rest's first byte.
+    let mut rest = 0u8;
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+        rest |= *b;
+    }
+    high & 0x8080_8080_8080_8080 == 0 && rest < 0x80
+}
+
 /// Appends an unmasked, final frame header for a payload of `len` bytes.
 pub(crate) fn encode_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
     out.push(0x80 | opcode);
@@ -173,6 +199,24 @@ mod tests {
         let unmasked = Header::parse(&[0x09, 5]).unwrap();
         assert_eq!((unmasked.fin, unmasked.mask, unmasked.is_control()), (false, None, true));
         assert_eq!(Prefix::parse(&[0xF1, 0]).unwrap().rsv, 7);
+    }
+
+    #[test]
+    fn unmasking_matches_fastwebsockets_and_tells_ascii() {
+        for len in [0, 1, 3, 4, 15, 16, 17, 31, 64, 100] {
+            let plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mask = [0x12, 0x34, 0x56, 0x78];
+            let mut masked = plain.clone();
+            fastwebsockets::unmask(&mut masked, mask);
+            let mut ours = masked.clone();
+            assert!(unmask(&mut ours, mask), "{len}");
+            assert_eq!(ours, plain, "{len}");
+            if len > 0 {
+                let mut text = "é".repeat(len).into_bytes();
+                fastwebsockets::unmask(&mut text, mask);
+                assert!(!unmask(&mut text, mask), "{len}: not ASCII");
+            }
+        }
     }
 
     #[test]

@@ -52,7 +52,9 @@ enum Phase {
 #[derive(Debug)]
 pub struct FrameStream {
     decoder: Decoder,
-    buf: BytesMut,
+    limits: Limits,
+    /// The bytes taken in and not yet decoded or skipped (the decoder keeps them between reads).
+    buffered: usize,
     /// How many bytes the buffer must hold before decoding can go on (0 before the first read).
     wants: usize,
     phase: Phase,
@@ -64,25 +66,36 @@ impl FrameStream {
     #[must_use]
     pub fn new(max_message_size: usize, max_fragments: u32) -> Self {
         Self {
-            decoder: Decoder::new(Limits { max_message_size, max_fragments }),
-            buf: BytesMut::new(),
+            decoder: Decoder::default(),
+            limits: Limits { max_message_size, max_fragments },
+            buffered: 0,
             wants: 0,
             phase: Phase::Open,
         }
     }
 
-    /// Takes in one read's worth of bytes and appends what they complete to `events`.
+    /// Takes in one read's worth of bytes and appends what they complete to `events`. As the session does, the
+    /// start of a frame left over from earlier reads comes back from the decoder, the read goes after it, and
+    /// what is left unfinished goes back to the decoder.
     pub fn feed(&mut self, bytes: &[u8], events: &mut Vec<FrameEvent>) {
         if self.phase == Phase::Ended {
             return;
         }
-        self.buf.extend_from_slice(bytes);
+        let (mut buf, _) = self.decoder.take_carry();
+        buf.extend_from_slice(bytes);
+        let want = self.decode(&mut buf, events);
+        self.buffered = buf.len();
+        self.decoder.keep(buf, want);
+    }
+
+    /// Decodes what `buf` holds; returns how many bytes it must hold before decoding can go on.
+    fn decode(&mut self, buf: &mut BytesMut, events: &mut Vec<FrameEvent>) -> usize {
         loop {
             match self.phase {
-                Phase::Ended => return,
+                Phase::Ended => return 0,
                 Phase::Skipping => {
                     self.wants = 0;
-                    match self.decoder.discard(&mut self.buf) {
+                    match self.decoder.discard(buf) {
                         Ok(Some(code)) => {
                             events.push(FrameEvent::ClosedWhileSkipping(code));
                             self.phase = Phase::Ended;
@@ -93,9 +106,9 @@ impl FrameStream {
                             self.phase = Phase::Ended;
                         }
                     }
-                    return;
+                    return 0;
                 }
-                Phase::Open => match self.decoder.decode(&mut self.buf) {
+                Phase::Open => match self.decoder.decode(buf, &self.limits) {
                     Ok(Decoded::Frame(incoming)) => {
                         let event = match incoming {
                             Incoming::Text(payload) => FrameEvent::Text(payload.freeze()),
@@ -112,7 +125,7 @@ impl FrameStream {
                     Ok(Decoded::Fragment) => {}
                     Ok(Decoded::NeedMore(n)) => {
                         self.wants = n;
-                        return;
+                        return n;
                     }
                     Err(violation) => {
                         events.push(FrameEvent::Failed { code: violation.code(), reason: violation.reason() });
@@ -126,7 +139,7 @@ impl FrameStream {
     /// The bytes taken in and not yet decoded or skipped.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buffered
     }
 
     /// While decoding frames: how many bytes the buffer must hold before decoding can go on; always more than

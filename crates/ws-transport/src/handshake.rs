@@ -15,7 +15,7 @@ use ws_core::{AuthError, AuthRequest, RefusalReason};
 use crate::http::{json_error, unavailable};
 use crate::registration::{EndpointKind, Registration};
 use crate::server::Server;
-use crate::session;
+use crate::session::Session;
 use crate::stream::Stream;
 
 /// The subprotocol of PROTOCOL.md, selected when a client offers it.
@@ -104,11 +104,12 @@ pub(crate) async fn upgrade(
         refused(RefusalReason::Internal);
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the connection could not be registered");
     };
+    let expires_at_ms = identity.expires_at_ms;
     server.tasks.spawn(async move {
-        let config = &registration.server.config;
+        let server = Arc::clone(&registration.server);
         // hyper hands the socket over once the 101 is written; a client that stops reading is dropped (and
         // dropping the registration unregisters it).
-        let websocket = match tokio::time::timeout(config.handshake_timeout, upgraded).await {
+        let websocket = match tokio::time::timeout(server.config.handshake_timeout, upgraded).await {
             Ok(Ok(websocket)) => websocket,
             Ok(Err(error)) => return tracing::debug!(%error, "upgrade failed"),
             Err(_) => return tracing::debug!("upgrade timed out"),
@@ -116,7 +117,11 @@ pub(crate) async fn upgrade(
         // fastwebsockets did the handshake; the session reads and writes the socket itself (see `frame.rs`).
         let upgraded = websocket.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<Stream>>() {
-            Ok(parts) => session::run(registration, parts.io.into_inner(), parts.read_buf, peer).await,
+            Ok(parts) => {
+                // A task of its own, so the connection's task holds the session alone, not this future's state.
+                let stream = parts.io.into_inner();
+                server.tasks.spawn(Session::new(registration, stream, parts.read_buf, peer, expires_at_ms));
+            }
             Err(_) => tracing::error!("upgraded connection is not a transport stream"),
         }
     });

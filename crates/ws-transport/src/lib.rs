@@ -41,6 +41,7 @@ pub mod fuzzing;
 mod handshake;
 mod http;
 mod outbound;
+mod output;
 mod rate;
 mod registration;
 mod relay;
@@ -49,6 +50,7 @@ mod server;
 mod session;
 mod stats;
 mod stream;
+mod timers;
 
 pub use clock::SystemClock;
 pub use config::{RateLimit, TransportConfig};

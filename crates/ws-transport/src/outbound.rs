@@ -71,7 +71,8 @@ pub(crate) enum Taken {
 struct State {
     queue: VecDeque<Item>,
     bytes: usize,
-    close: Option<CloseRequest>,
+    /// Boxed: a queue is closed once, at its end.
+    close: Option<Box<CloseRequest>>,
     /// Set once the task has taken the close request: nothing more is queued or taken.
     close_taken: bool,
     abort: bool,
@@ -126,7 +127,9 @@ impl Outbound {
             }
             state.queue.extend(items);
             state.bytes += len;
-            if empty {
+            // A reply the running task queued for itself is taken before it sleeps: its wait is not timed, which
+            // spares a clock read per message on the request/reply path.
+            if empty && !state.running {
                 state.since = Some(Instant::now());
             }
             // Only the first item needs to wake the task: it takes everything queued when it runs. A task that
@@ -157,7 +160,7 @@ impl Outbound {
                 state.queue = VecDeque::new();
                 state.bytes = 0;
             }
-            state.close = Some(request);
+            state.close = Some(Box::new(request));
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -180,6 +183,14 @@ impl Outbound {
             state.abort = true;
             state.waker.take()
         };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Wakes the connection's task: its timer is due.
+    pub(crate) fn wake(&self) {
+        let waker = self.state.lock().waker.take();
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -215,7 +226,8 @@ impl Outbound {
         // A close is reported as soon as it is requested, even while items wait (`take_all` hands them over
         // and the task decides whether they still go out): it wakes the task only once, so a take that returned
         // items instead would leave the close unseen until something else woke the task.
-        if let Some(close) = state.close.clone() {
+        if let Some(close) = &state.close {
+            let close = CloseRequest::clone(close);
             state.close_taken = true;
             return Taken::Close(close);
         }
@@ -236,8 +248,8 @@ impl Outbound {
                 if !state.queue.is_empty() {
                     state.since = Some(Instant::now());
                 }
-                if state.queue.is_empty() && state.queue.capacity() > 64 {
-                    // A burst grew the queue; give the memory back now that it has drained.
+                if state.queue.is_empty() {
+                    // Drained: give the memory back, an idle queue holds none.
                     state.queue = VecDeque::new();
                 }
                 return Taken::Items(waited);

@@ -32,15 +32,19 @@ pub(crate) enum EndpointKind {
 pub(crate) enum Endpoint {
     /// Registered with the hub.
     Hub,
-    /// A member of a relay room.
-    Relay {
-        /// The room's name.
-        name: Box<str>,
-        /// The room.
-        room: Arc<Room>,
-    },
+    /// A member of a relay room (boxed: most connections are on the hub, and every session carries this).
+    Relay(Box<Membership>),
     /// On the echo endpoint.
     Echo,
+}
+
+/// A relay connection's room.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    /// The room's name.
+    pub(crate) name: Box<str>,
+    /// The room.
+    pub(crate) room: Arc<Room>,
 }
 
 /// One connection's place in the server.
@@ -48,16 +52,13 @@ pub(crate) enum Endpoint {
 pub(crate) struct Registration {
     /// The server.
     pub(crate) server: Arc<Server>,
-    /// The connection's id (a hub id on every endpoint, so ids never clash).
-    pub(crate) id: ConnId,
     /// Its send queue.
     pub(crate) outbound: Arc<Outbound>,
     /// Where it is registered.
     pub(crate) endpoint: Endpoint,
-    /// When its credentials expire, on the hub's clock.
-    pub(crate) expires_at_ms: Option<u64>,
-    /// Why it ended, once known; reported to the hub on drop.
-    pub(crate) reason: Option<DisconnectReason>,
+    /// Why it ended, once known; reported to the hub on drop. The first reason set wins. Boxed: it is only
+    /// set at the end.
+    reason: Option<Box<DisconnectReason>>,
     _slot: Slot,
 }
 
@@ -93,7 +94,7 @@ impl Registration {
                 Endpoint::Hub
             }
             EndpointKind::Relay(name) => {
-                Endpoint::Relay { room: server.rooms.join(&name, Arc::clone(&outbound)), name }
+                Endpoint::Relay(Box::new(Membership { room: server.rooms.join(&name, Arc::clone(&outbound)), name }))
             }
             EndpointKind::Echo => Endpoint::Echo,
         };
@@ -103,15 +104,19 @@ impl Registration {
         if server.shutdown.is_cancelled() {
             outbound.request_close(server.going_away(hub_endpoint, 0, 1));
         }
-        Some(Self {
-            server: Arc::clone(server),
-            id,
-            outbound,
-            endpoint,
-            expires_at_ms: identity.expires_at_ms,
-            reason: None,
-            _slot: slot,
-        })
+        Some(Self { server: Arc::clone(server), outbound, endpoint, reason: None, _slot: slot })
+    }
+
+    /// The connection's id (a hub id on every endpoint, so ids never clash).
+    pub(crate) fn id(&self) -> ConnId {
+        ws_core::Conn::id(&*self.outbound)
+    }
+
+    /// Records why the connection ends; the first reason wins.
+    pub(crate) fn set_reason(&mut self, code: u16, reason: &str) {
+        if self.reason.is_none() {
+            self.reason = Some(Box::new(DisconnectReason::new(code, reason)));
+        }
     }
 }
 
@@ -119,16 +124,17 @@ impl Drop for Registration {
     /// Unregisters the connection however it ends: a failed upgrade, a closed session, a panic, or a task
     /// cancelled with its runtime.
     fn drop(&mut self) {
-        let reason = self.reason.take().unwrap_or_else(|| DisconnectReason::new(ABNORMAL, "connection dropped"));
-        tracing::debug!(conn = %self.id, code = reason.code, reason = %reason.reason, "connection closed");
+        let reason = self.reason.take().map_or_else(|| DisconnectReason::new(ABNORMAL, "connection dropped"), |r| *r);
+        let id = self.id();
+        tracing::debug!(conn = %id, code = reason.code, reason = %reason.reason, "connection closed");
         ws_core::Conn::close(&*self.outbound, reason.code, &reason.reason);
         self.server.config.stats.closed(reason.code);
-        self.server.sessions.remove(self.id);
+        self.server.sessions.remove(id, matches!(self.endpoint, Endpoint::Hub));
         match &self.endpoint {
             Endpoint::Hub => {
-                self.server.hub.unregister(self.id, &reason);
+                self.server.hub.unregister(id, &reason);
             }
-            Endpoint::Relay { name, room } => self.server.rooms.leave(name, room, self.id),
+            Endpoint::Relay(member) => self.server.rooms.leave(&member.name, &member.room, id),
             Endpoint::Echo => {}
         }
     }

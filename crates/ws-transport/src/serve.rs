@@ -55,6 +55,7 @@ pub async fn serve(
     let server = Server::new(hub, config);
     tracing::info!(addr = %local, "serving");
     let sweeper = tokio::spawn(sweep(Arc::clone(&server)));
+    let timers = tokio::spawn(Arc::clone(&server.timers).drive());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -70,6 +71,7 @@ pub async fn serve(
     drop(listener);
     drain(&server).await;
     sweeper.abort();
+    timers.abort();
     tracing::info!(addr = %local, "stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use ws_core::{ConnId, Hub, RefusalReason, ShardedMap, UpgradeRefusal};
+use ws_core::{ConnId, Hub, IdHash, RefusalReason, ShardedMap, UpgradeRefusal};
 use ws_protocol::ServerMessage;
 
 use crate::caps::Caps;
@@ -15,6 +15,7 @@ use crate::config::TransportConfig;
 use crate::outbound::{CloseRequest, Flush, Outbound};
 use crate::relay::Rooms;
 use crate::stats::Rejection;
+use crate::timers::Timers;
 
 /// What one `serve` call shares with its connections.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub(crate) struct Server {
     pub(crate) tasks: TaskTracker,
     /// Cancelled when shutdown starts.
     pub(crate) shutdown: CancellationToken,
+    /// Every session's timer, and the clock sessions read.
+    pub(crate) timers: Arc<Timers>,
 }
 
 impl Server {
@@ -46,6 +49,7 @@ impl Server {
             sessions: Sessions::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            timers: Arc::default(),
         })
     }
 
@@ -70,41 +74,45 @@ impl Server {
     }
 }
 
-/// One registered session.
-#[derive(Debug)]
-struct Entry {
-    outbound: Arc<Outbound>,
-    hub_endpoint: bool,
-}
-
-/// The live WebSocket connections, by id.
+/// The live WebSocket connections, by id: those on the hub endpoint and the others apart, so an entry is the
+/// queue alone.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    map: ShardedMap<ConnId, Entry>,
+    hub: ShardedMap<ConnId, Arc<Outbound>, IdHash>,
+    other: ShardedMap<ConnId, Arc<Outbound>, IdHash>,
 }
 
 impl Sessions {
+    fn map(&self, hub_endpoint: bool) -> &ShardedMap<ConnId, Arc<Outbound>, IdHash> {
+        if hub_endpoint {
+            &self.hub
+        } else {
+            &self.other
+        }
+    }
+
     /// Registers a session.
     pub(crate) fn insert(&self, outbound: Arc<Outbound>, hub_endpoint: bool) {
         let id = ws_core::Conn::id(&*outbound);
-        self.map.insert(id, Entry { outbound, hub_endpoint });
+        self.map(hub_endpoint).insert(id, outbound);
     }
 
     /// Unregisters a session.
-    pub(crate) fn remove(&self, id: ConnId) {
-        self.map.remove(&id);
+    pub(crate) fn remove(&self, id: ConnId, hub_endpoint: bool) {
+        self.map(hub_endpoint).remove(&id);
     }
 
     /// Every session's queue, and whether it is on the hub endpoint.
     pub(crate) fn snapshot(&self) -> Vec<(Arc<Outbound>, bool)> {
-        self.map
-            .shards()
-            .flat_map(|s| s.read().values().map(|e| (Arc::clone(&e.outbound), e.hub_endpoint)).collect::<Vec<_>>())
-            .collect()
+        let mut all = Vec::with_capacity(self.len());
+        for hub_endpoint in [true, false] {
+            all.extend(self.map(hub_endpoint).values_cloned().into_iter().map(|o| (o, hub_endpoint)));
+        }
+        all
     }
 
     /// How many sessions are registered.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.hub.len() + self.other.len()
     }
 }

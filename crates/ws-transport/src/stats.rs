@@ -57,7 +57,8 @@ pub struct TransportStats {
     bytes_out: StripedCounter,
     rejections: [AtomicU64; 4],
     disconnections: Mutex<Vec<(u16, u64)>>,
-    /// Time from queueing a frame on an empty queue to taking it for writing.
+    /// Time from queueing a frame on an empty queue to taking it for writing. A connection's replies to its own
+    /// messages, queued while its task runs and taken before it sleeps, are not timed.
     pub queue_delay: DelayHistogram,
 }
 

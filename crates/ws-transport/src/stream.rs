@@ -19,27 +19,15 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    /// Reads what is available into `buf`, growing it to hold at least `want` bytes. The buffer grows only once
-    /// data is there, so an idle connection holds no read buffer (TLS reads through a stack buffer for that).
-    pub(crate) fn poll_read_into(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        want: usize,
-    ) -> Poll<io::Result<usize>> {
+    /// Reads what is available into the spare capacity of `buf` (which the caller reserved).
+    pub(crate) fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         match self {
             Self::Tcp(tcp) => {
                 std::task::ready!(tcp.poll_read_ready(cx))?;
-                buf.reserve(want.saturating_sub(buf.len()));
                 // Through `AsyncRead` rather than `try_read_buf`: tokio clears the socket's readiness after a
                 // short read, so the next poll sleeps until epoll reports more instead of paying a syscall
                 // that only says `WouldBlock`.
-                let result = tokio_util::io::poll_read_buf(Pin::new(tcp), cx, buf);
-                if result.is_pending() && buf.is_empty() {
-                    // The readiness was stale: give the buffer back, an idle connection holds none.
-                    *buf = BytesMut::new();
-                }
-                result
+                tokio_util::io::poll_read_buf(Pin::new(tcp), cx, buf)
             }
             #[cfg(feature = "tls")]
             Self::Tls(tls) => {
@@ -48,7 +36,6 @@ impl Stream {
                 let mut read = ReadBuf::new(&mut chunk);
                 std::task::ready!(Pin::new(&mut **tls).poll_read(cx, &mut read))?;
                 let n = read.filled().len();
-                buf.reserve(want.saturating_sub(buf.len()).max(n));
                 buf.extend_from_slice(read.filled());
                 Poll::Ready(Ok(n))
             }
@@ -72,6 +59,26 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, data),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
