@@ -527,7 +527,7 @@ impl Hub {
             if let Some(entry) = self.entry(id) {
                 entry.channels.lock().remove(&ch.name);
             }
-            let _ = self.deliver_one(&conn, notice.clone(), ch.policy.slow_consumer);
+            let _ = self.deliver_one(&conn, &notice, ch.policy.slow_consumer);
             after.left.push(client);
         }
         self.inner.stats.gaps_flagged.add(1);
@@ -623,7 +623,7 @@ impl Hub {
 
     fn reply_conn(&self, conn: &Arc<dyn crate::Conn>, msg: &ServerMessage) {
         let policy = self.inner.config.namespaces.default_policy().slow_consumer;
-        let _ = self.deliver_one(conn, msg.encode(), policy);
+        let _ = self.deliver_one(conn, &msg.encode(), policy);
     }
 
     /// Applies a control command here and has every other node apply it too.

@@ -82,7 +82,7 @@ impl Hub {
 
     fn reply(&self, entry: &ConnEntry, msg: &ServerMessage) {
         let policy = self.inner.config.namespaces.default_policy().slow_consumer;
-        let _ = self.deliver_one(&entry.conn, msg.encode(), policy);
+        let _ = self.deliver_one(&entry.conn, &msg.encode(), policy);
     }
 
     fn dispatch(
@@ -233,7 +233,7 @@ struct Replier {
 impl Replier {
     fn send(self, msg: impl FnOnce(Option<CommandId>) -> ServerMessage) {
         let policy = self.hub.inner.config.namespaces.default_policy().slow_consumer;
-        let _ = self.hub.deliver_one(&self.conn, msg(self.id).encode(), policy);
+        let _ = self.hub.deliver_one(&self.conn, &msg(self.id).encode(), policy);
     }
 
     fn error(self, e: &BrokerError) {

@@ -77,10 +77,14 @@ pub trait Conn: Send + Sync + 'static {
 
     /// Queues one encoded text frame; never blocks.
     ///
+    /// The frame is lent, not given: a fan-out hands the same bytes to every subscriber, and a transport
+    /// that copies short frames into its own buffer (as ws-transport does) then never touches the shared
+    /// count; one that keeps the frame clones it.
+    ///
     /// # Errors
     /// [`SendError::Full`] when the bounded queue is full, [`SendError::Closed`]
     /// when the connection is closed.
-    fn try_send(&self, frame: Bytes) -> Result<(), SendError>;
+    fn try_send(&self, frame: &Bytes) -> Result<(), SendError>;
 
     /// Queues every frame of `frames`, in order, or none of them; never blocks.
     ///

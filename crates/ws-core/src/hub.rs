@@ -379,7 +379,7 @@ impl Hub {
     /// its `try_send` said. A full queue applies the default namespace's slow-consumer policy.
     pub fn send(&self, id: ConnId, frame: Bytes) -> Result<(), SendError> {
         let entry = self.entry(id).ok_or(SendError::Closed)?;
-        self.deliver_one(&entry.conn, frame, self.inner.config.namespaces.default_policy().slow_consumer)
+        self.deliver_one(&entry.conn, &frame, self.inner.config.namespaces.default_policy().slow_consumer)
     }
 
     /// Queues an encoded frame on every connection of a user, on every node of a cluster; returns how many
@@ -402,7 +402,7 @@ impl Hub {
 
     pub(crate) fn broadcast_local(&self, frame: &Bytes) -> usize {
         let policy = self.inner.config.namespaces.default_policy().slow_consumer;
-        self.inner.conns.all().iter().filter(|e| self.deliver_one(&e.conn, frame.clone(), policy).is_ok()).count()
+        self.inner.conns.all().iter().filter(|e| self.deliver_one(&e.conn, &frame, policy).is_ok()).count()
     }
 
     /// Sends `disconnect` and closes one connection, wherever it is in a cluster; returns whether it was on
@@ -462,7 +462,7 @@ impl Hub {
     pub(crate) fn deliver_one(
         &self,
         conn: &Arc<dyn Conn>,
-        frame: Bytes,
+        frame: &Bytes,
         policy: SlowConsumerPolicy,
     ) -> Result<(), SendError> {
         let result = conn.try_send(frame);
@@ -493,7 +493,7 @@ impl Hub {
         let mut sent = 0u64;
         let mut closed = 0u64;
         for sub in state.subscribers.iter() {
-            match sub.conn.try_send(frame.clone()) {
+            match sub.conn.try_send(frame) {
                 Ok(()) => sent += 1,
                 Err(SendError::Full) => self.overflow(sub.conn.as_ref(), policy),
                 Err(SendError::Closed) => closed += 1,

@@ -236,7 +236,7 @@ impl Hub {
                 }
             }
         }
-        match conn.try_send(encode(result)) {
+        match conn.try_send(&encode(result)) {
             Ok(()) => stats.messages_out.add(1),
             Err(SendError::Closed) => stats.drop(DropReason::Closed, 1),
             Err(SendError::Full) => {

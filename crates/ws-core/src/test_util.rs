@@ -96,7 +96,7 @@ impl Conn for RecordingConn {
         self.id
     }
 
-    fn try_send(&self, frame: Bytes) -> Result<(), SendError> {
+    fn try_send(&self, frame: &Bytes) -> Result<(), SendError> {
         if self.closed.lock().is_some() {
             return Err(SendError::Closed);
         }
@@ -104,7 +104,7 @@ impl Conn for RecordingConn {
         if q.len() >= self.capacity {
             return Err(SendError::Full);
         }
-        q.push_back(frame);
+        q.push_back(frame.clone());
         Ok(())
     }
 

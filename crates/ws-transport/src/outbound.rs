@@ -9,6 +9,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ws_core::{Conn, ConnId, SendError};
 
+use crate::frame::{encode_header, MAX_SERVER_HEADER, OP_TEXT};
+use crate::output::SPLICE_MIN;
+
 /// One queued item.
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
@@ -16,15 +19,58 @@ pub(crate) enum Item {
     Text(Bytes),
     /// A whole encoded frame, shared as is (the relay encodes a forwarded frame once for every member).
     Frame(Bytes),
+    /// Short messages already framed, copied in when they were queued (see [`Frames`]).
+    Frames(Frames),
 }
 
 impl Item {
-    /// The payload's (or frame's) length in bytes.
+    /// The payload's (or frame's) length in bytes: what the queue's byte bound counts.
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Text(b) | Self::Frame(b) => b.len(),
+            Self::Frames(f) => f.payload as usize,
         }
     }
+
+    /// How many messages the item holds.
+    fn messages(&self) -> u32 {
+        match self {
+            Self::Text(_) | Self::Frame(_) => 1,
+            Self::Frames(f) => f.messages,
+        }
+    }
+}
+
+/// Short messages (below [`SPLICE_MIN`]) framed and copied into one buffer as they are queued, as uWebSockets
+/// copies into a socket's cork buffer: a fan-out to many connections costs each one a copy of a few dozen
+/// bytes and nothing else, where a shared `Bytes` per message cost two atomic updates of one count that every
+/// subscriber's thread touches, a queue slot, and the same copy later anyway. The session writes the buffer
+/// as it is. Long payloads stay shared and are written from where they are (see `Output`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Frames {
+    /// The frames, headers and payloads, ready to write.
+    pub(crate) buf: Vec<u8>,
+    /// How many messages `buf` holds.
+    messages: u32,
+    /// Their payloads' total length (what the byte bound counts, as for the other items).
+    payload: u32,
+}
+
+/// A buffer of frames at the back of the queue takes more messages until it holds this much; then the next
+/// short message starts another. So one take moves about this much of it at most, and the batch stays near
+/// its size.
+const FRAMES_CHUNK: usize = 16 * 1024;
+
+/// A buffer of frames starts with room for this much: a fan-out's few messages fit without growing it.
+const FRAMES_START: usize = 256;
+
+/// What a queued message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A text message's payload, to be framed.
+    Text,
+    /// A whole encoded frame (a relayed one).
+    Frame,
 }
 
 /// A request to close the connection.
@@ -69,8 +115,13 @@ pub(crate) enum Taken {
 
 #[derive(Debug, Default)]
 struct State {
+    /// What is queued, oldest first.
     queue: VecDeque<Item>,
-    bytes: usize,
+    /// Messages queued (a buffer of frames holds several). 32 bits, as the bounds are (see `Outbound::new`):
+    /// the two counts share the word the queue's byte count took alone, and an idle queue stays that small.
+    messages: u32,
+    /// Payload bytes queued.
+    bytes: u32,
     /// Boxed: a queue is closed once, at its end.
     close: Option<Box<CloseRequest>>,
     /// Set once the task has taken the close request: nothing more is queued or taken.
@@ -96,37 +147,44 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// An empty queue bounded by `max_messages` and `max_bytes`.
+    /// An empty queue bounded by `max_messages` and `max_bytes` (each at most 2^31: the counts are 32 bits).
     pub(crate) fn new(id: ConnId, max_messages: usize, max_bytes: usize) -> Self {
-        Self { id, max_messages: max_messages.max(1), max_bytes, state: Mutex::new(State::default()) }
+        const MAX: usize = 1 << 31;
+        let (max_messages, max_bytes) = (max_messages.clamp(1, MAX), max_bytes.min(MAX));
+        Self { id, max_messages, max_bytes, state: Mutex::new(State::default()) }
     }
 
-    /// Queues an item; never blocks. A single item larger than the byte bound is accepted into an empty queue,
-    /// so a big message does not make a connection a slow consumer by itself.
-    pub(crate) fn push(&self, item: Item) -> Result<(), SendError> {
-        self.push_all(std::iter::once(item))
+    /// Queues a message; never blocks. A single message larger than the byte bound is accepted into an empty
+    /// queue, so a big message does not make a connection a slow consumer by itself.
+    pub(crate) fn push(&self, kind: Kind, message: &Bytes) -> Result<(), SendError> {
+        self.push_all(kind, std::slice::from_ref(message))
     }
 
-    /// Queues every item or none: all of them must fit in the bounds' free space now (one item alone may
+    /// Queues every message or none: all of them must fit in the bounds' free space now (one message alone may
     /// exceed the byte bound in an empty queue, as with [`Self::push`]).
-    pub(crate) fn push_all(&self, items: impl ExactSizeIterator<Item = Item> + Clone) -> Result<(), SendError> {
+    pub(crate) fn push_all(&self, kind: Kind, messages: &[Bytes]) -> Result<(), SendError> {
         let waker = {
             let mut state = self.state.lock();
             if state.close.is_some() {
                 return Err(SendError::Closed);
             }
-            let count = items.len();
+            let count = messages.len();
             if count == 0 {
                 return Ok(());
             }
-            let len: usize = items.clone().map(|item| item.len()).sum();
-            let empty = state.queue.is_empty();
+            let len: usize = messages.iter().map(Bytes::len).sum();
+            let empty = state.messages == 0;
             let alone = empty && count == 1;
-            if !alone && (state.queue.len() + count > self.max_messages || state.bytes + len > self.max_bytes) {
+            let fits = |queued: u32, more: usize, max: usize| queued as usize + more <= max;
+            if !alone && !(fits(state.messages, count, self.max_messages) && fits(state.bytes, len, self.max_bytes)) {
                 return Err(SendError::Full);
             }
-            state.queue.extend(items);
-            state.bytes += len;
+            for message in messages {
+                state.append(kind, message);
+            }
+            // In range: within the bounds, or one item alone (a message's size is far below 4 GiB).
+            state.messages += count as u32;
+            state.bytes += len as u32;
             // A reply the running task queued for itself is taken before it sleeps: its wait is not timed, which
             // spares a clock read per message on the request/reply path.
             if empty && !state.running {
@@ -158,6 +216,7 @@ impl Outbound {
             }
             if request.code == ws_protocol::close::SLOW_CONSUMER {
                 state.queue = VecDeque::new();
+                state.messages = 0;
                 state.bytes = 0;
             }
             state.close = Some(Box::new(request));
@@ -173,6 +232,7 @@ impl Outbound {
     pub(crate) fn take_all(&self, out: &mut Vec<Item>) {
         let mut state = self.state.lock();
         out.extend(std::mem::take(&mut state.queue));
+        state.messages = 0;
         state.bytes = 0;
     }
 
@@ -239,16 +299,17 @@ impl Outbound {
                 }
                 taken += item.len();
                 if let Some(item) = state.queue.pop_front() {
+                    state.messages -= item.messages();
                     out.push(item);
                 }
             }
-            state.bytes -= taken;
+            // In range: `taken` is part of what `bytes` counts.
+            state.bytes -= taken as u32;
             if !out.is_empty() {
                 let waited = state.since.take().map(|at| at.elapsed());
-                if !state.queue.is_empty() {
+                if state.messages > 0 {
                     state.since = Some(Instant::now());
-                }
-                if state.queue.is_empty() {
+                } else {
                     // Drained: give the memory back, an idle queue holds none.
                     state.queue = VecDeque::new();
                 }
@@ -256,6 +317,34 @@ impl Outbound {
             }
         }
         Taken::Empty
+    }
+}
+
+impl State {
+    /// Queues one message: a short one is framed into the buffer of frames at the back of the queue (a new one
+    /// when there is none, or it is full), a long one goes behind it as shared bytes.
+    fn append(&mut self, kind: Kind, payload: &Bytes) {
+        if payload.len() >= SPLICE_MIN {
+            self.queue.push_back(match kind {
+                Kind::Text => Item::Text(payload.clone()),
+                Kind::Frame => Item::Frame(payload.clone()),
+            });
+            return;
+        }
+        if !matches!(self.queue.back(), Some(Item::Frames(f)) if f.buf.len() < FRAMES_CHUNK) {
+            let buf = Vec::with_capacity(FRAMES_START.max(payload.len() + MAX_SERVER_HEADER));
+            self.queue.push_back(Item::Frames(Frames { buf, messages: 0, payload: 0 }));
+        }
+        let Some(Item::Frames(frames)) = self.queue.back_mut() else {
+            unreachable!("a buffer of frames is at the back")
+        };
+        if kind == Kind::Text {
+            encode_header(&mut frames.buf, OP_TEXT, payload.len());
+        }
+        frames.buf.extend_from_slice(payload);
+        frames.messages += 1;
+        // Below `SPLICE_MIN`, and the buffer below `FRAMES_CHUNK` before it: in range.
+        frames.payload += payload.len() as u32;
     }
 }
 
@@ -272,12 +361,12 @@ impl Conn for Outbound {
         self.id
     }
 
-    fn try_send(&self, frame: Bytes) -> Result<(), SendError> {
-        self.push(Item::Text(frame))
+    fn try_send(&self, frame: &Bytes) -> Result<(), SendError> {
+        self.push(Kind::Text, frame)
     }
 
     fn try_send_all(&self, frames: &[Bytes]) -> Result<(), SendError> {
-        self.push_all(frames.iter().cloned().map(Item::Text))
+        self.push_all(Kind::Text, frames)
     }
 
     fn close(&self, code: u16, reason: &str) {
@@ -318,28 +407,28 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_messages_and_bytes() {
         let q = Outbound::new(ConnId::new(1), 2, 10);
-        assert_eq!(q.try_send(text("0123456789abc")), Ok(()), "one big item fits an empty queue");
-        assert_eq!(q.try_send(text("x")), Err(SendError::Full));
+        assert_eq!(q.try_send(&text("0123456789abc")), Ok(()), "one big item fits an empty queue");
+        assert_eq!(q.try_send(&text("x")), Err(SendError::Full));
         let q = Outbound::new(ConnId::new(1), 2, 100);
-        q.try_send(text("a")).unwrap();
-        q.try_send(text("b")).unwrap();
-        assert_eq!(q.try_send(text("c")), Err(SendError::Full));
+        q.try_send(&text("a")).unwrap();
+        q.try_send(&text("b")).unwrap();
+        assert_eq!(q.try_send(&text("c")), Err(SendError::Full));
     }
 
     #[test]
     fn a_batch_goes_in_whole_or_not_at_all() {
         let q = Outbound::new(ConnId::new(1), 4, 100);
-        q.try_send(text("a")).unwrap();
-        q.try_send(text("b")).unwrap();
+        q.try_send(&text("a")).unwrap();
+        q.try_send(&text("b")).unwrap();
         assert_eq!(q.try_send_all(&[text("c"), text("d"), text("e")]), Err(SendError::Full), "over the count");
         assert_eq!(q.try_send_all(&[text("c"), text("d")]), Ok(()));
         let q = Outbound::new(ConnId::new(1), 100, 10);
-        q.try_send(text("0123")).unwrap();
+        q.try_send(&text("0123")).unwrap();
         assert_eq!(q.try_send_all(&[text("4567"), text("89ab")]), Err(SendError::Full), "over the bytes");
         let mut out = Vec::new();
         let waker = Waker::from(Arc::new(CountingWaker::default()));
         assert!(matches!(q.take(&mut out, 1000, true, &mut Context::from_waker(&waker)), Taken::Items(_)));
-        assert_eq!(out.len(), 1, "nothing of the refused batch was queued");
+        assert_eq!(wire(&out), b"\x81\x040123", "nothing of the refused batch was queued");
         q.close(1000, "bye");
         assert_eq!(q.try_send_all(&[text("x")]), Err(SendError::Closed));
     }
@@ -352,12 +441,12 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut out = Vec::new();
         assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Empty));
-        q.try_send(text("a")).unwrap();
-        q.try_send(text("b")).unwrap();
+        q.try_send(&text("a")).unwrap();
+        q.try_send(&text("b")).unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1, "only the first item wakes");
         q.close(4000, "slow consumer");
         q.close(1000, "later");
-        assert_eq!(q.try_send(text("c")), Err(SendError::Closed));
+        assert_eq!(q.try_send(&text("c")), Err(SendError::Closed));
         match q.take(&mut out, 1000, true, &mut cx) {
             Taken::Close(c) => assert_eq!((c.code, out.len()), (4000, 0), "a slow consumer's queue is dropped"),
             other => panic!("expected the close, got {other:?}"),
@@ -374,30 +463,84 @@ mod tests {
         let mut out = Vec::new();
         assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Empty));
         q.set_running();
-        q.try_send(text("reply")).unwrap();
+        q.try_send(&text("reply")).unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 0, "the running task takes its replies itself");
         assert!(matches!(q.take(&mut out, 1000, true, &mut cx), Taken::Items(_)));
         assert_eq!(out.len(), 1);
-        q.try_send(text("later")).unwrap();
+        q.try_send(&text("later")).unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1, "after a take, a push wakes the task again");
     }
 
     #[test]
     fn take_moves_batches_and_reports_a_close_at_once() {
-        let q = Outbound::new(ConnId::new(1), 8, 100);
+        let q = Outbound::new(ConnId::new(1), 8, 100 * SPLICE_MIN);
         let waker = Waker::from(Arc::new(CountingWaker::default()));
         let mut cx = Context::from_waker(&waker);
-        for s in ["aaaa", "bbbb", "cccc"] {
-            q.try_send(text(s)).unwrap();
+        let long = Bytes::from(vec![b'x'; SPLICE_MIN]);
+        for _ in 0..3 {
+            q.try_send(&long).unwrap();
         }
         let mut out = Vec::new();
-        assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Items(_)));
-        assert_eq!(out.len(), 2);
+        assert!(matches!(q.take(&mut out, 2 * SPLICE_MIN + 1, true, &mut cx), Taken::Items(_)));
+        assert_eq!(out.len(), 2, "a take stops at its byte budget");
         out.clear();
         q.close(1000, "bye");
         assert!(matches!(q.take(&mut out, 8, true, &mut cx), Taken::Close(_)), "the close first, whatever waits");
         assert!(out.is_empty());
         q.take_all(&mut out);
         assert_eq!(out.len(), 1, "what waited is handed over by take_all");
+    }
+
+    /// What `items` would put on the wire, with a stand-in for each long payload (the session writes those).
+    fn wire(items: &[Item]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for item in items {
+            match item {
+                Item::Frames(f) => wire.extend_from_slice(&f.buf),
+                Item::Text(p) => wire.extend_from_slice(format!("[text {}]", p.len()).as_bytes()),
+                Item::Frame(p) => wire.extend_from_slice(format!("[frame {}]", p.len()).as_bytes()),
+            }
+        }
+        wire
+    }
+
+    #[test]
+    fn short_messages_are_framed_as_they_are_queued_and_keep_their_order_around_long_ones() {
+        let q = Outbound::new(ConnId::new(1), 100, 100 * SPLICE_MIN);
+        let waker = Waker::from(Arc::new(CountingWaker::default()));
+        let mut cx = Context::from_waker(&waker);
+        q.try_send(&text("a")).unwrap();
+        q.push(Kind::Frame, &Bytes::from_static(b"\x82\x01b")).unwrap();
+        q.try_send(&Bytes::from(vec![b'l'; SPLICE_MIN])).unwrap();
+        q.try_send(&text("c")).unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(q.take(&mut out, usize::MAX, true, &mut cx), Taken::Items(_)));
+        let expected = [&b"\x81\x01a\x82\x01b"[..], format!("[text {SPLICE_MIN}]").as_bytes(), b"\x81\x01c"].concat();
+        assert_eq!(wire(&out), expected);
+        assert_eq!(out.iter().map(Item::messages).sum::<u32>(), 4);
+        assert_eq!(q.state.lock().bytes, 0, "every byte taken is counted out");
+    }
+
+    #[test]
+    fn framed_messages_count_against_both_bounds_and_a_full_buffer_is_closed_into_the_queue() {
+        let q = Outbound::new(ConnId::new(1), 3, 100);
+        for s in ["aaaa", "bbbb", "cccc"] {
+            q.try_send(&text(s)).unwrap();
+        }
+        assert_eq!(q.try_send(&text("d")), Err(SendError::Full), "three messages, though in one buffer");
+        let q = Outbound::new(ConnId::new(1), 1000, 1000 * 1000);
+        let msg = Bytes::from(vec![b'm'; 1000]);
+        for _ in 0..20 {
+            q.try_send(&msg).unwrap();
+        }
+        let mut out = Vec::new();
+        let waker = Waker::from(Arc::new(CountingWaker::default()));
+        assert!(matches!(q.take(&mut out, 4000, true, &mut Context::from_waker(&waker)), Taken::Items(_)));
+        assert_eq!(out.len(), 1, "one buffer per take when it is over the budget");
+        let first = out.iter().map(Item::messages).sum::<u32>();
+        assert!(first < 20 && wire(&out).len() >= FRAMES_CHUNK, "the buffer was closed once full ({first} messages)");
+        out.clear();
+        assert!(matches!(q.take(&mut out, usize::MAX, true, &mut Context::from_waker(&waker)), Taken::Items(_)));
+        assert_eq!(first + out.iter().map(Item::messages).sum::<u32>(), 20, "the rest in the next");
     }
 }

@@ -59,6 +59,16 @@ impl Output {
         spliced.len += payload.len();
     }
 
+    /// Appends encoded frames: taken over as the buffer when nothing is pending, so they are not copied again.
+    pub(crate) fn frames(&mut self, frames: Vec<u8>) {
+        if self.buf.is_empty() && self.spliced.is_none() {
+            self.buf = frames;
+            self.written = 0;
+        } else {
+            self.buf.extend_from_slice(&frames);
+        }
+    }
+
     /// Reserves room in the buffer for `additional` more bytes.
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.buf.reserve(additional);

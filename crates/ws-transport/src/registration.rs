@@ -9,7 +9,7 @@ use ws_protocol::{ServerMessage, PROTOCOL_VERSION};
 
 use crate::caps::Slot;
 use crate::config::duration_ms;
-use crate::outbound::{Item, Outbound};
+use crate::outbound::{Kind, Outbound};
 use crate::relay::Room;
 use crate::server::Server;
 
@@ -86,7 +86,7 @@ impl Registration {
                     version: PROTOCOL_VERSION,
                 };
                 // The welcome goes in before the hub knows the connection, so it is always the first frame.
-                let _ = outbound.push(Item::Text(welcome.encode()));
+                let _ = outbound.push(Kind::Text, &welcome.encode());
                 if let Err(error) = server.hub.register(outbound.clone(), identity.clone(), Some(peer)) {
                     tracing::error!(%error, "hub refused a fresh connection");
                     return None;

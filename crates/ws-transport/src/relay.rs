@@ -6,7 +6,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ws_core::{Conn, ConnId, SendError, ShardedMap};
 
-use crate::outbound::{Item, Outbound};
+use crate::outbound::{Kind, Outbound};
 
 /// One room: the members' send queues.
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ impl Room {
         let members = self.members.lock();
         let mut sent = 0;
         for member in members.iter().filter(|m| echo || m.id() != from) {
-            match member.push(Item::Frame(frame.clone())) {
+            match member.push(Kind::Frame, frame) {
                 Ok(()) => sent += 1,
                 Err(SendError::Full) => member.close(ws_protocol::close::SLOW_CONSUMER, "slow consumer"),
                 Err(SendError::Closed) => {}

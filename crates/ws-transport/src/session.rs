@@ -358,7 +358,14 @@ impl Session {
         let was_idle = self.pending() == 0;
         let vectored = self.stream.is_write_vectored();
         let copied = |len: usize| if len < SPLICE_MIN || !vectored { len } else { 0 };
-        let total: usize = batch.iter().map(|item| copied(item.len()) + MAX_SERVER_HEADER).sum();
+        // Framed buffers are not counted: the first is taken over as the write buffer when nothing is pending.
+        let total: usize = batch
+            .iter()
+            .map(|item| match item {
+                Item::Frames(_) => 0,
+                other => copied(other.len()) + MAX_SERVER_HEADER,
+            })
+            .sum();
         self.out.reserve(total);
         for item in batch.drain(..) {
             match item {
@@ -367,6 +374,7 @@ impl Session {
                     self.out.payload(&payload, vectored);
                 }
                 Item::Frame(frame) => self.out.payload(&frame, vectored),
+                Item::Frames(frames) => self.out.frames(frames.buf),
             }
         }
         if was_idle {
