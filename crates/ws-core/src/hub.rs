@@ -377,9 +377,9 @@ impl Hub {
     /// # Errors
     /// [`SendError::Closed`] when the connection is not registered; otherwise what
     /// its `try_send` said. A full queue applies the default namespace's slow-consumer policy.
-    pub fn send(&self, id: ConnId, frame: Bytes) -> Result<(), SendError> {
+    pub fn send(&self, id: ConnId, frame: &Bytes) -> Result<(), SendError> {
         let entry = self.entry(id).ok_or(SendError::Closed)?;
-        self.deliver_one(&entry.conn, &frame, self.inner.config.namespaces.default_policy().slow_consumer)
+        self.deliver_one(&entry.conn, frame, self.inner.config.namespaces.default_policy().slow_consumer)
     }
 
     /// Queues an encoded frame on every connection of a user, on every node of a cluster; returns how many
@@ -390,7 +390,7 @@ impl Hub {
     }
 
     pub(crate) fn send_to_user_local(&self, user_id: &str, frame: &Bytes) -> usize {
-        self.user_connections(user_id).into_iter().filter(|id| self.send(*id, frame.clone()).is_ok()).count()
+        self.user_connections(user_id).into_iter().filter(|id| self.send(*id, frame).is_ok()).count()
     }
 
     /// Queues an encoded frame on every connection, on every node of a cluster; returns how many of this
@@ -402,7 +402,7 @@ impl Hub {
 
     pub(crate) fn broadcast_local(&self, frame: &Bytes) -> usize {
         let policy = self.inner.config.namespaces.default_policy().slow_consumer;
-        self.inner.conns.all().iter().filter(|e| self.deliver_one(&e.conn, &frame, policy).is_ok()).count()
+        self.inner.conns.all().iter().filter(|e| self.deliver_one(&e.conn, frame, policy).is_ok()).count()
     }
 
     /// Sends `disconnect` and closes one connection, wherever it is in a cluster; returns whether it was on

@@ -169,7 +169,7 @@ impl Handler for Shout {
             return Err(HandlerError::new(ErrorCode::BadRequest, "field `text` must be a string"));
         };
         let reply = serde_json::json!({"type": "shouted", "id": cmd.id, "text": text.to_uppercase()});
-        hub.send(cmd.conn_id, serde_json::to_vec(&reply).unwrap().into()).unwrap();
+        hub.send(cmd.conn_id, &serde_json::to_vec(&reply).unwrap().into()).unwrap();
         Ok(())
     }
 }

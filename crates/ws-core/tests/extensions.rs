@@ -52,7 +52,7 @@ fn direct_sends_broadcasts_and_disconnects() {
         connect(&hub, Identity::user("bob")),
     );
     let frame = Bytes::from_static(br#"{"type":"pong"}"#);
-    hub.send(b.id(), frame.clone()).unwrap();
+    hub.send(b.id(), &frame).unwrap();
     assert_eq!(b.drain(), vec![frame.clone()]);
     assert_eq!(hub.send_to_user("alice", &frame), 2);
     assert_eq!((a1.drain().len(), a2.drain().len(), b.drain().len()), (1, 1, 0));

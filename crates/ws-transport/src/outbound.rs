@@ -176,7 +176,8 @@ impl Outbound {
             let empty = state.messages == 0;
             let alone = empty && count == 1;
             let fits = |queued: u32, more: usize, max: usize| queued as usize + more <= max;
-            if !alone && !(fits(state.messages, count, self.max_messages) && fits(state.bytes, len, self.max_bytes)) {
+            let fit = fits(state.messages, count, self.max_messages) && fits(state.bytes, len, self.max_bytes);
+            if !alone && !fit {
                 return Err(SendError::Full);
             }
             for message in messages {

@@ -158,7 +158,7 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
     let data = Json::encode(&"y".repeat(64 * 1024)).expect("a JSON string");
     let frame = ws_protocol::encode_message(&ChannelName::new("direct").expect("valid"), 1, None, &data);
     for _ in 0..1000 {
-        server.hub.send(id, frame.clone()).expect("queued");
+        server.hub.send(id, &frame).expect("queued");
     }
     let deadline = tokio::time::Instant::now() + GUARD;
     let reason = loop {
@@ -185,7 +185,7 @@ async fn stuck_client(
     let id: ConnId = welcome["conn_id"].as_str().expect("id").parse().expect("hex");
     let before = stats.snapshot().bytes_out;
     for _ in 0..count {
-        server.hub.send(id, frame.clone()).expect("queued");
+        server.hub.send(id, frame).expect("queued");
     }
     let mut last = stats.snapshot().bytes_out;
     loop {
