@@ -249,6 +249,13 @@ impl Session {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        // Read before writing: a session woken for a delivery often has a publication of its own waiting on the
+        // socket, and reading it first corks this turn's flush, so the delivery leaves in one write with what
+        // the turn brings, instead of a write of its own just before the read. (uWebSockets gets the same by
+        // running every read of an event loop iteration before it drains what they published.)
+        if let Poll::Ready(event) = self.poll_read_event(cx) {
+            return Poll::Ready(event);
+        }
         for round in 1..=MAX_ROUNDS {
             let items = self.phase == Phase::Open && self.pending() < BATCH_BYTES;
             let room = BATCH_BYTES.saturating_sub(self.pending());
@@ -286,18 +293,9 @@ impl Session {
                 return Poll::Ready(Event::Finished);
             }
         }
-        if self.read_allowed() && self.corked_reads <= MAX_CORKED_READS {
-            match self.poll_read(cx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
-                Poll::Ready(Ok(_)) => {
-                    if self.corked_reads > 0 {
-                        self.corked_reads += 1;
-                    }
-                    return Poll::Ready(Event::Read);
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Event::Failed(error)),
-                Poll::Pending => {}
-            }
+        // Again after the flush, which may have brought what waits to be written under the pause.
+        if let Poll::Ready(event) = self.poll_read_event(cx) {
+            return Poll::Ready(event);
         }
         if self.now >= self.timer_at {
             return Poll::Ready(Event::Timer);
@@ -307,6 +305,24 @@ impl Session {
             return Poll::Ready(Event::Uncork);
         }
         Poll::Pending
+    }
+
+    /// Reads once when reading is allowed: an event when the read brought something (or failed).
+    fn poll_read_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if !self.read_allowed() || self.corked_reads > MAX_CORKED_READS {
+            return Poll::Pending;
+        }
+        match self.poll_read(cx) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Event::Eof),
+            Poll::Ready(Ok(_)) => {
+                if self.corked_reads > 0 {
+                    self.corked_reads += 1;
+                }
+                Poll::Ready(Event::Read)
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Event::Failed(error)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn read_allowed(&self) -> bool {
