@@ -11,6 +11,8 @@
 //! socket allows, once per batch rather than once per message. After a read that fans out (a publish, a
 //! relayed frame), the session also holds its own flush: it reads what else the socket has, then yields once,
 //! so the connections it woke, and other publishers, run first and every socket writes a whole turn at once.
+//! A woken session reads before it writes for the same reason: what its own client published joins the turn,
+//! and the delivery that woke it leaves with that turn's flush.
 //!
 //! Idle, a session holds no buffers: the read and write buffers are given back as soon as they are empty, and
 //! a batch taken from the queue lives in a vector of the thread's, not of the session's.
