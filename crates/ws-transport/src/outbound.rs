@@ -73,6 +73,17 @@ pub(crate) enum Kind {
     Frame,
 }
 
+thread_local! {
+    /// How many messages this thread has queued on any connection: a session tells how wide the fan-out of
+    /// one of its reads was from the difference (see `Session::on_read`).
+    static QUEUED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many messages this thread has queued so far (wrapping).
+pub(crate) fn queued_here() -> u64 {
+    QUEUED.with(std::cell::Cell::get)
+}
+
 /// A request to close the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CloseRequest {
@@ -189,6 +200,7 @@ impl Outbound {
             }
             // In range: within the bounds, or one item alone (a message's size is far below 4 GiB).
             state.messages += count as u32;
+            QUEUED.with(|queued| queued.set(queued.get().wrapping_add(count as u64)));
             state.bytes += len as u32;
             // A reply the running task queued for itself is taken before it sleeps: its wait is not timed, which
             // spares a clock read per message on the request/reply path.
