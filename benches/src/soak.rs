@@ -197,3 +197,43 @@ fn shared(cli: &Cli, tally: std::rc::Rc<tally::Tally>) -> Shared {
         rng: Cell::new(cli.seed.max(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
     }
 }
+
+/// Starts `one(id, shared)` every `every`, at most `most_open` at a time, until the run stops loading; then
+/// gives those still open `finish` to end. A failed one, and each that did not end in time, is a violation,
+/// named with `what` (singular) and `whats` (plural).
+pub(crate) async fn every<F, Fut>(
+    every: std::time::Duration,
+    most_open: usize,
+    finish: std::time::Duration,
+    shared: &std::rc::Rc<Shared>,
+    (what, whats): (&str, &str),
+    one: F,
+) where
+    F: Fn(u64, std::rc::Rc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let open = std::rc::Rc::new(Cell::new(0usize));
+    let mut tasks = crate::scenario::Tasks::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut id = 0u64;
+    while shared.loading() {
+        tick.tick().await;
+        if open.get() >= most_open {
+            continue;
+        }
+        id += 1;
+        open.set(open.get() + 1);
+        let (run, shared, open, what) = (one(id, shared.clone()), shared.clone(), open.clone(), what.to_owned());
+        tasks.spawn(async move {
+            if let Err(e) = run.await {
+                shared.endpoint.tally.violation(format!("{what} {id}: {e}"));
+            }
+            open.set(open.get() - 1);
+        });
+    }
+    let stuck = tasks.join(finish).await;
+    if stuck > 0 {
+        shared.endpoint.tally.violation(format!("{stuck} {whats} did not finish within {finish:?}"));
+    }
+}

@@ -3,7 +3,6 @@
 //! `disconnect` frame with code 4004 and then a close frame with 4004; a connection that keeps reading, as these
 //! do, must get both, after its messages.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,7 +12,6 @@ use super::api::Api;
 use super::conn::{HubConn, Window};
 use super::deliveries::Expect;
 use super::Shared;
-use crate::scenario::Tasks;
 
 /// The close code of `POST /api/disconnect`.
 const KICKED: u16 = 4004;
@@ -24,30 +22,15 @@ const FINISH: Duration = Duration::from_secs(60);
 
 /// Starts a connection to kick every `every`, at most `most_open` at a time, until the run stops loading.
 pub(crate) async fn run(every: Duration, most_open: usize, shared: Rc<Shared>) {
-    let open = Rc::new(Cell::new(0usize));
-    let mut tasks = Tasks::default();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut id = 0u64;
-    while shared.loading() {
-        tick.tick().await;
-        if open.get() >= most_open {
-            continue;
-        }
-        id += 1;
-        open.set(open.get() + 1);
-        let (shared, open) = (shared.clone(), open.clone());
-        tasks.spawn(async move {
-            if let Err(e) = one(id, &shared).await {
-                shared.endpoint.tally.violation(format!("kick {id}: {e}"));
-            }
-            open.set(open.get() - 1);
-        });
-    }
-    let stuck = tasks.join(FINISH).await;
-    if stuck > 0 {
-        shared.endpoint.tally.violation(format!("{stuck} kicks did not finish within {FINISH:?}"));
-    }
+    super::every(
+        every,
+        most_open,
+        FINISH,
+        &shared,
+        ("kick", "kicks"),
+        |id, shared| async move { one(id, &shared).await },
+    )
+    .await;
 }
 
 /// One kicked connection: open, subscribe, read a while, kick, then read to the end and check how it ended.

@@ -19,7 +19,6 @@ use super::api::Api;
 use super::conn::{HubConn, Window};
 use super::deliveries::Expect;
 use super::Shared;
-use crate::scenario::Tasks;
 
 /// The close code of a slow consumer.
 pub(crate) const SLOW_CONSUMER: u16 = 4000;
@@ -38,32 +37,10 @@ const BULK_EVERY: Duration = Duration::from_millis(10);
 
 /// Starts a slow consumer every `every`, at most `most_open` at a time, until the run stops loading.
 pub(crate) async fn run(every: Duration, most_open: usize, shared: Rc<Shared>) {
-    let open = Rc::new(Cell::new(0usize));
-    let mut tasks = Tasks::default();
     let bulk_on = Rc::new(Cell::new(true));
     let bulk = tokio::task::spawn_local(bulk(shared.clone(), bulk_on.clone()));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut id = 0u64;
-    while shared.loading() {
-        tick.tick().await;
-        if open.get() >= most_open {
-            continue;
-        }
-        id += 1;
-        open.set(open.get() + 1);
-        let (shared, open) = (shared.clone(), open.clone());
-        tasks.spawn(async move {
-            if let Err(e) = one(id, &shared).await {
-                shared.endpoint.tally.violation(format!("slow consumer {id}: {e}"));
-            }
-            open.set(open.get() - 1);
-        });
-    }
-    let stuck = tasks.join(FINISH).await;
-    if stuck > 0 {
-        shared.endpoint.tally.violation(format!("{stuck} slow consumers did not finish within {FINISH:?}"));
-    }
+    let slow = ("slow consumer", "slow consumers");
+    super::every(every, most_open, FINISH, &shared, slow, |id, shared| async move { one(id, &shared).await }).await;
     bulk_on.set(false);
     let _ = bulk.await;
 }

@@ -406,15 +406,16 @@ impl Conn for Outbound {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::Wake;
 
     use super::*;
 
+    /// A waker that counts its wakes (the timer wheel's tests use it too).
     #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
+    pub(crate) struct CountingWaker(pub(crate) AtomicUsize);
 
     impl Wake for CountingWaker {
         fn wake(self: Arc<Self>) {

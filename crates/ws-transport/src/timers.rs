@@ -183,21 +183,12 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Context, Wake, Waker};
+    use std::task::{Context, Waker};
 
     use ws_core::ConnId;
 
     use super::*;
-
-    #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::outbound::tests::CountingWaker;
 
     /// A queue whose task is the counter.
     fn conn(counter: &Arc<CountingWaker>) -> Arc<Outbound> {
