@@ -143,10 +143,6 @@ struct State {
     since: Option<Instant>,
     /// The task is running and calls `take` before it sleeps again: pushes need not wake it.
     running: bool,
-    /// How long the last buffer of frames taken was: the next starts with that much room, so a connection
-    /// that gets many messages per turn does not grow (and copy) its buffer step by step every turn. It fits
-    /// in what was padding, and an idle queue still holds no allocation.
-    last_frames: u32,
 }
 
 /// One connection's outbound side: a queue bounded in messages and bytes, and a close request.
@@ -317,10 +313,6 @@ impl Outbound {
                 taken += item.len();
                 if let Some(item) = state.queue.pop_front() {
                     state.messages -= item.messages();
-                    if let Item::Frames(frames) = &item {
-                        // At most `FRAMES_CHUNK` and a message: in range.
-                        state.last_frames = frames.buf.len() as u32;
-                    }
                     out.push(item);
                 }
             }
@@ -353,8 +345,7 @@ impl State {
             return;
         }
         if !matches!(self.queue.back(), Some(Item::Frames(f)) if f.buf.len() < FRAMES_CHUNK) {
-            let room = FRAMES_START.max(self.last_frames as usize).max(payload.len() + MAX_SERVER_HEADER);
-            let buf = Vec::with_capacity(room.min(FRAMES_CHUNK + SPLICE_MIN));
+            let buf = Vec::with_capacity(FRAMES_START.max(payload.len() + MAX_SERVER_HEADER));
             self.queue.push_back(Item::Frames(Frames { buf, messages: 0, payload: 0 }));
         }
         let Some(Item::Frames(frames)) = self.queue.back_mut() else {
