@@ -75,7 +75,7 @@ pub(crate) enum Kind {
 
 thread_local! {
     /// How many messages this thread has queued on any connection: a session tells how wide the fan-out of
-    /// one of its reads was from the difference (see `Session::on_read`).
+    /// one of its reads was from the difference (see `Session::on_message`).
     static QUEUED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 

@@ -551,24 +551,29 @@ impl Session {
             }
         }
         let opcode = if text { OP_TEXT } else { OP_BINARY };
-        match &self.reg.endpoint {
-            Endpoint::Hub if text => {
-                // Shared, not copied: the frame may sit in the thread's read buffer, which the hub does not keep.
-                let before = crate::outbound::queued_here();
-                let published = self.reg.server.hub.handle_text_shared(self.reg.id(), &payload.freeze());
-                if published && crate::outbound::queued_here().wrapping_sub(before) <= MAX_CORKED_FAN_OUT {
-                    self.fanned_out = true;
-                }
+        let queued_before = crate::outbound::queued_here();
+        let fans_out = match &self.reg.endpoint {
+            // Shared, not copied: the frame may sit in the thread's read buffer, which the hub does not keep.
+            Endpoint::Hub if text => self.reg.server.hub.handle_text_shared(self.reg.id(), &payload.freeze()),
+            Endpoint::Hub => {
+                self.reg.server.hub.handle_binary(self.reg.id());
+                false
             }
-            Endpoint::Hub => self.reg.server.hub.handle_binary(self.reg.id()),
             Endpoint::Relay(member) => {
                 // Encoded once, shared by every member.
                 let mut frame = Vec::with_capacity(payload.len() + MAX_SERVER_HEADER);
                 encode_frame(&mut frame, opcode, &payload);
-                let sent = member.room.forward(self.reg.id(), &Bytes::from(frame), self.reg.server.config.relay_echo);
-                self.fanned_out = sent as u64 <= MAX_CORKED_FAN_OUT;
+                member.room.forward(self.reg.id(), &Bytes::from(frame), self.reg.server.config.relay_echo);
+                true
             }
-            Endpoint::Echo => self.send_frame(opcode, &payload),
+            Endpoint::Echo => {
+                self.send_frame(opcode, &payload);
+                false
+            }
+        };
+        // How wide the fan-out was, from what this thread queued meanwhile: only a narrow one corks the turn.
+        if fans_out && crate::outbound::queued_here().wrapping_sub(queued_before) <= MAX_CORKED_FAN_OUT {
+            self.fanned_out = true;
         }
     }
 
